@@ -1,0 +1,242 @@
+"""The PCLR encoder: the 1-D ResNet of Ribeiro et al. as released by ml4h, in Flax linen.
+
+Shapes: ECGs are ``(batch, samples, leads)`` float arrays in mV; the pooled embedding is
+``(batch, unit_filters[-1])`` (320 for the released models); the projection head maps it to
+``(batch, head_sizes[-1])``.
+
+The layer graph follows the released Keras models exactly (``shared/keras/*.json``):
+
+* stem: Conv1D(64, k16, 'same', no bias) -> BatchNorm (optional) -> activation;
+* four residual units; in each the main path is Conv(k16) -> BN -> act -> [dropout] ->
+  Conv(k16, stride=downsample) and the skip path is MaxPool(downsample, 'same') followed by a
+  1x1 conv where the width changes; their sum is the next unit's skip input, and BN -> act ->
+  [dropout] of the sum is the next unit's main input;
+* global average pooling -> ``embed``.
+
+'SAME' padding in ``lax`` follows TensorFlow's rule (out = ceil(n / stride), the odd padding sample
+on the right), so a kernel of 16 pads 7 left / 8 right, exactly as Keras does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {"relu": nn.relu, "swish": nn.swish}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """Hyper-parameters of the PCLR encoder and its projection head.
+
+    The defaults describe the released 12-lead model (``PCLR.h5``): 4,096 samples (10 s resampled)
+    x 12 leads in the order I, II, III, aVR, aVL, aVF, V1-V6.
+    """
+
+    n_leads: int = 12
+    n_samples: int = 4096
+    stem_filters: int = 64
+    unit_samples: tuple[int, ...] = (1024, 256, 64, 16)
+    unit_filters: tuple[int, ...] = (128, 196, 256, 320)
+    kernel_size: int = 16
+    activation: str = "relu"
+    dropout: float = 0.0
+    stem_batch_norm: bool = True
+    head_sizes: tuple[int, ...] = (320, 320)
+    dtype: str = "float32"
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-3
+
+    def __post_init__(self):
+        if len(self.unit_samples) != len(self.unit_filters):
+            raise ValueError("unit_samples and unit_filters must have the same length")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}")
+        if any(ds < 1 for ds in self.downsample):
+            raise ValueError(f"unit_samples {self.unit_samples} exceed the input length")
+
+    @property
+    def downsample(self) -> tuple[int, ...]:
+        """Stride of each unit: samples_in // samples_out, as ml4h computes it.
+
+        4096 input: (4, 4, 4, 4). 2500 input: (2, 4, 4, 4), since a strided 'same' layer leaves
+        ceil(n / stride) samples (2500 -> 1250 -> 313 -> 79 -> 20).
+        """
+        strides, samples_in = [], self.n_samples
+        for samples_out in self.unit_samples:
+            stride = samples_in // samples_out
+            strides.append(stride)
+            samples_in = -(-samples_in // max(stride, 1))
+        return tuple(strides)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.unit_filters[-1]
+
+    @property
+    def compute_dtype(self):
+        return DTYPES[self.dtype]
+
+    def replace(self, **changes: Any) -> EncoderConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EncoderConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - fields
+        if unknown:
+            raise ValueError(f"unknown EncoderConfig fields: {sorted(unknown)}")
+        tuples = {"unit_samples", "unit_filters", "head_sizes"}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
+
+
+def _batch_norm(config: EncoderConfig, axis_name: str | None, name: str) -> nn.BatchNorm:
+    return nn.BatchNorm(
+        momentum=config.bn_momentum,
+        epsilon=config.bn_epsilon,
+        dtype=config.compute_dtype,
+        axis_name=axis_name,
+        name=name,
+    )
+
+
+def _conv(config: EncoderConfig, filters: int, kernel: int, stride: int, name: str) -> nn.Conv:
+    return nn.Conv(
+        filters,
+        kernel_size=(kernel,),
+        strides=(stride,),
+        padding="SAME",
+        use_bias=False,
+        dtype=config.compute_dtype,
+        name=name,
+    )
+
+
+class ResidualUnit(nn.Module):
+    """One residual unit; maps ``(main, skip)`` of ``(batch, n, c_in)`` to ``(batch, n / ds, f)``.
+
+    Returns ``(main_out, skip_out)``: the activated output and the pre-normalisation sum.
+    """
+
+    config: EncoderConfig
+    filters: int
+    downsample: int
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(
+        self, main: jax.Array, skip: jax.Array, train: bool
+    ) -> tuple[jax.Array, jax.Array]:
+        cfg = self.config
+        act = ACTIVATIONS[cfg.activation]
+        if self.downsample > 1:
+            skip = nn.max_pool(skip, (self.downsample,), strides=(self.downsample,), padding="SAME")
+        if skip.shape[-1] != self.filters:
+            skip = _conv(cfg, self.filters, 1, 1, "skip_conv")(skip)
+        x = _conv(cfg, self.filters, cfg.kernel_size, 1, "conv_0")(main)
+        x = _batch_norm(cfg, self.bn_axis_name, "bn_0")(x, use_running_average=not train)
+        x = act(x)
+        x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
+        x = _conv(cfg, self.filters, cfg.kernel_size, self.downsample, "conv_1")(x)
+        total = x + skip
+        x = _batch_norm(cfg, self.bn_axis_name, "bn_out")(total, use_running_average=not train)
+        x = act(x)
+        x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
+        return x, total
+
+
+class PCLREncoder(nn.Module):
+    """ECGs ``(batch, n_samples, n_leads)`` in mV -> embeddings ``(batch, embed_dim)`` (float32).
+
+    ``bn_axis_name`` names the device-mesh axis over which batch statistics are averaged in
+    training (global batch norm); ``None`` keeps per-device statistics.
+    """
+
+    config: EncoderConfig = EncoderConfig()
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, ecg: jax.Array, train: bool = False) -> jax.Array:
+        cfg = self.config
+        if ecg.ndim != 3 or ecg.shape[1:] != (cfg.n_samples, cfg.n_leads):
+            raise ValueError(
+                f"expected ECGs of shape (batch, {cfg.n_samples}, {cfg.n_leads}), got {ecg.shape}"
+            )
+        act = ACTIVATIONS[cfg.activation]
+        x = ecg.astype(cfg.compute_dtype)
+        x = _conv(cfg, cfg.stem_filters, cfg.kernel_size, 1, "stem_conv")(x)
+        if cfg.stem_batch_norm:
+            x = _batch_norm(cfg, self.bn_axis_name, "stem_bn")(x, use_running_average=not train)
+        x = act(x)
+        skip = x
+        for i, (filters, ds) in enumerate(zip(cfg.unit_filters, cfg.downsample, strict=True)):
+            x, skip = ResidualUnit(cfg, filters, ds, self.bn_axis_name, name=f"unit_{i}")(
+                x, skip, train
+            )
+        return jnp.mean(x.astype(jnp.float32), axis=1)
+
+
+class ProjectionHead(nn.Module):
+    """Embeddings ``(batch, d)`` -> projections ``(batch, sizes[-1])``; ReLU between layers."""
+
+    sizes: Sequence[int]
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, size in enumerate(self.sizes):
+            x = nn.Dense(size, dtype=self.dtype, name=f"dense_{i}")(x)
+            if i < len(self.sizes) - 1:
+                x = nn.relu(x)
+        return x.astype(jnp.float32)
+
+
+class PCLRModel(nn.Module):
+    """Encoder plus projection head, the model that is trained.
+
+    ``__call__`` returns ``(embed, projection)``: ``(batch, embed_dim)`` and
+    ``(batch, head_sizes[-1])``; with empty ``head_sizes`` the projection is the embedding.
+    Variables are ``{'params': {'encoder': ..., 'head': ...}, 'batch_stats': {'encoder': ...}}``.
+    """
+
+    config: EncoderConfig = EncoderConfig()
+    bn_axis_name: str | None = None
+
+    def setup(self):
+        self.encoder = PCLREncoder(self.config, self.bn_axis_name)
+        self.head = (
+            ProjectionHead(self.config.head_sizes, self.config.compute_dtype)
+            if self.config.head_sizes
+            else None
+        )
+
+    def __call__(self, ecg: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+        embed = self.encoder(ecg, train)
+        projection = self.head(embed) if self.head is not None else embed
+        return embed, projection
+
+    def embed(self, ecg: jax.Array) -> jax.Array:
+        return self.encoder(ecg, False)
+
+
+def init_variables(config: EncoderConfig, rng: jax.Array, with_head: bool = True) -> dict:
+    """Initial variables of ``PCLRModel`` (``with_head``) or of a bare ``PCLREncoder``."""
+    module = PCLRModel(config) if with_head else PCLREncoder(config)
+    dummy = jnp.zeros((1, config.n_samples, config.n_leads), jnp.float32)
+    return jax.jit(lambda r: module.init(r, dummy, train=False))(rng)
+
+
+def count_parameters(variables: dict) -> int:
+    """Number of scalars in ``params`` and ``batch_stats`` (what Keras' ``count_params`` counts)."""
+    return sum(x.size for x in jax.tree_util.tree_leaves(variables))
