@@ -1,0 +1,1 @@
+"""ECG data: the synthetic generator, prepared (tensorflow-datasets) data sets and loaders."""
