@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from collections.abc import Iterator
 
 import numpy as np
@@ -177,8 +178,8 @@ class SyntheticConfig:
     @property
     def ecgs_range(self) -> tuple[int, int]:
         """(min, max) ECGs per patient."""
-        if isinstance(self.ecgs_per_patient, int):
-            return self.ecgs_per_patient, self.ecgs_per_patient
+        if isinstance(self.ecgs_per_patient, numbers.Integral):
+            return int(self.ecgs_per_patient), int(self.ecgs_per_patient)
         low, high = self.ecgs_per_patient
         return int(low), int(high)
 
@@ -259,8 +260,15 @@ def _posture(angles_deg: np.ndarray) -> np.ndarray:
     return frontal.reshape(-1, 3, 3) @ vertical.reshape(-1, 3, 3)
 
 
-def _recordings(config: SyntheticConfig, model: PatientModel):
-    """The render inputs and per-ECG metadata of every ECG of the patients in ``model``."""
+def sample_recordings(
+    config: SyntheticConfig, model: PatientModel
+) -> tuple[RenderInputs, pd.DataFrame]:
+    """Draws every ECG of the patients in ``model`` (their recording streams).
+
+    Returns:
+        ``(inputs, metadata)``: the :class:`RenderInputs` of the ``N`` ECGs and one metadata row
+        per ECG (:data:`ECG_COLUMNS`), patients in ``model`` order.
+    """
     traits = model.traits
     owner, ecg_index, z, u, beat_z = _recording_draws(config, traits["patient_id"].to_numpy())
     t = traits.iloc[owner].reset_index(drop=True)
@@ -390,7 +398,7 @@ def iter_synthetic_chunks(
     bank = noise_bank(config.seed)
     for start in range(0, config.n_patients, chunk_patients):
         ids = np.arange(start, min(start + chunk_patients, config.n_patients))
-        inputs, metadata = _recordings(config, sample_patient_model(config, ids))
+        inputs, metadata = sample_recordings(config, sample_patient_model(config, ids))
         ecgs = np.empty((len(inputs), config.n_samples, 12), np.float32)
         for lo in range(0, len(inputs), RENDER_BATCH):
             rows = slice(lo, lo + RENDER_BATCH)
@@ -417,4 +425,5 @@ __all__ = [
     "iter_synthetic_chunks",
     "noise_bank",
     "sample_patients",
+    "sample_recordings",
 ]
