@@ -214,6 +214,7 @@ def test_sample_patients_matches_ecg_metadata_and_prevalence():
         {"af_prevalence": 1.5},
         {"noise_mv": (0.0, 0.1)},
         {"n_patients": -1},
+        {"duration_s": 1.0},
     ],
 )
 def test_config_validation(changes):

@@ -157,8 +157,11 @@ class SyntheticConfig:
             raise ValueError(
                 f"ecgs_per_patient must be >= 1 (min <= max), got {self.ecgs_per_patient}"
             )
-        if self.n_samples < 16 or self.duration_s <= 0:
-            raise ValueError(f"bad sampling: {self.n_samples} samples in {self.duration_s} s")
+        if self.n_samples < 16 or self.duration_s < 2 * RR_RANGE_S[1]:
+            raise ValueError(
+                f"need >= 16 samples and >= {2 * RR_RANGE_S[1]} s (two beats at the slowest rate),"
+                f" got {self.n_samples} samples in {self.duration_s} s"
+            )
         for name in (
             "female_fraction",
             "af_prevalence",
