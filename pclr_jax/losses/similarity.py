@@ -1,0 +1,244 @@
+"""Shared machinery of the contrastive losses: global columns and block-wise similarity statistics.
+
+Sharding convention. A loss runs either on one device (``axis_name=None``) or inside
+``jax.shard_map`` over a mesh axis (``axis_name='data'``) with its inputs split by rows. In the
+sharded case every device scores its own LOCAL rows (the "queries") against the COLUMNS of the
+whole global batch, gathered from every device with ``lax.all_gather(..., tiled=True)``; the gather
+is differentiable (its transpose is a reduce-scatter), so gradients reach the device that owns a
+column. Row ``i`` of device ``d`` is global row ``d * local_batch + i`` (see :func:`row_offset`).
+
+Memory. The dense path materialises the ``(queries, columns)`` similarity matrix. With
+``chunk_size`` set, :func:`scan_column_blocks` walks over the columns ``chunk_size`` at a time with
+``lax.scan`` and a checkpointed body, so the forward AND the backward pass hold one
+``(queries, chunk_size)`` block at a time: the backward pass recomputes each block instead of
+storing it. Per-row statistics are combined across blocks with a running ("online") logsumexp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# tf.math.l2_normalize's default: x / sqrt(max(sum(x ** 2), 1e-12)).
+L2_EPSILON = 1e-12
+
+
+def l2_normalize(x: jax.Array, epsilon: float = L2_EPSILON) -> jax.Array:
+    """Rows of ``x`` ``(batch, dim)`` scaled to unit L2 norm, as ``tf.math.l2_normalize``."""
+    return x * lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), epsilon))
+
+
+def gather_rows(x: jax.Array, axis_name: str | None) -> jax.Array:
+    """The global batch: ``x`` ``(local_batch, ...)`` from every device, in device order.
+
+    Returns ``(devices * local_batch, ...)``; the identity when ``axis_name`` is None.
+    """
+    if axis_name is None:
+        return x
+    return lax.all_gather(x, axis_name, tiled=True)
+
+
+def row_offset(local_batch: int, axis_name: str | None) -> jax.Array | int:
+    """Global index of this device's first row: ``axis_index * local_batch`` (0 unsharded)."""
+    if axis_name is None:
+        return 0
+    return lax.axis_index(axis_name) * local_batch
+
+
+def global_batch_size(local_batch: int, axis_name: str | None) -> int:
+    """``local_batch`` times the number of devices along ``axis_name`` (a Python int)."""
+    if axis_name is None:
+        return local_batch
+    return local_batch * lax.axis_size(axis_name)
+
+
+def scan_column_blocks(
+    body: Callable[[Any, dict[str, jax.Array]], Any],
+    init: Any,
+    columns: dict[str, jax.Array],
+    chunk_size: int | None,
+) -> Any:
+    """Folds ``body(carry, block)`` over the columns, all at once or ``chunk_size`` at a time.
+
+    Args:
+      body: ``(carry, block) -> carry``; ``block`` is ``columns`` restricted to some columns plus
+        ``'valid'``, a boolean ``(block_columns,)`` mask that is False on padding.
+      init: the initial carry (a pytree of per-query arrays).
+      columns: arrays whose leading axis is the column axis (length ``m``).
+      chunk_size: None for one dense block of all ``m`` columns; otherwise the columns are padded
+        to a multiple of ``chunk_size`` and scanned block by block with a checkpointed body, so
+        that the backward pass recomputes each block rather than storing it.
+
+    Returns:
+      The final carry.
+    """
+    m = jax.tree.leaves(columns)[0].shape[0]
+    if chunk_size is None or chunk_size >= m:
+        return body(init, {**columns, "valid": jnp.ones((m,), bool)})
+    n_blocks = -(-m // chunk_size)
+    pad = n_blocks * chunk_size - m
+
+    def to_blocks(x: jax.Array) -> jax.Array:
+        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+        return x.reshape((n_blocks, chunk_size) + x.shape[1:])
+
+    blocks = {name: to_blocks(x) for name, x in columns.items()}
+    blocks["valid"] = to_blocks(jnp.ones((m,), bool))
+    step = jax.checkpoint(lambda carry, block: (body(carry, block), None))
+    carry, _ = lax.scan(step, init, blocks)
+    return carry
+
+
+class RowStats(NamedTuple):
+    """Per-query statistics of the logits over the admissible (non-self) columns, ``(queries,)``.
+
+    ``logsumexp`` over every admissible column; ``positive_sum``, ``positive_count`` and
+    ``positive_max``: sum, number and maximum of the logits of the positive columns (same id, not
+    self); ``row_max``: maximum logit over every admissible column (so the top-1 column is a
+    positive exactly when ``positive_max >= row_max``).
+    """
+
+    logsumexp: jax.Array
+    positive_sum: jax.Array
+    positive_count: jax.Array
+    positive_max: jax.Array
+    row_max: jax.Array
+
+    def mean_positive_nll(self) -> jax.Array:
+        """``-(1/|P|) sum_p log softmax(p)`` per query: the multi-positive cross-entropy."""
+        count = jnp.maximum(self.positive_count, 1.0)
+        return self.logsumexp - self.positive_sum / count
+
+    def top1_is_positive(self) -> jax.Array:
+        """1.0 where the highest-scoring admissible column is a positive, else 0.0."""
+        return (self.positive_max >= self.row_max).astype(jnp.float32)
+
+
+def contrastive_row_stats(
+    queries: jax.Array,
+    keys: jax.Array,
+    query_ids: jax.Array,
+    key_ids: jax.Array,
+    *,
+    temperature: float,
+    query_positions: jax.Array | None = None,
+    key_positions: jax.Array | None = None,
+    chunk_size: int | None = None,
+) -> RowStats:
+    """Logits ``queries @ keys.T / temperature`` reduced per query row, densely or block by block.
+
+    Args:
+      queries: ``(n, dim)`` float32 (already L2-normalised by the caller).
+      keys: ``(m, dim)`` float32.
+      query_ids, key_ids: ``(n,)``, ``(m,)`` int32; a column is a positive of a row when the ids
+        are equal (and it is not the row itself).
+      temperature: softmax temperature.
+      query_positions, key_positions: ``(n,)``, ``(m,)`` int32 global positions; a column whose
+        position equals the row's is the row itself and is excluded (the ``-1e9`` mask of SimCLR).
+        None (both) when queries and keys are disjoint sets.
+      chunk_size: None for the dense ``(n, m)`` computation, else the number of columns per block.
+
+    Returns:
+      :class:`RowStats`; the running maxima are constants for differentiation (the logsumexp's
+      gradient is exact without them).
+    """
+    n = queries.shape[0]
+    if (query_positions is None) != (key_positions is None):
+        raise ValueError("give both query_positions and key_positions, or neither")
+    columns = {"keys": keys, "ids": key_ids}
+    if key_positions is not None:
+        columns["positions"] = key_positions
+
+    def body(carry: RowStats, block: dict[str, jax.Array]) -> RowStats:
+        logits = jnp.dot(queries, block["keys"].T) / temperature
+        admissible = jnp.broadcast_to(block["valid"][None, :], logits.shape)
+        if query_positions is not None:
+            admissible = admissible & (query_positions[:, None] != block["positions"][None, :])
+        positive = admissible & (query_ids[:, None] == block["ids"][None, :])
+        neg_inf = jnp.float32(-jnp.inf)
+        masked = jnp.where(admissible, logits, neg_inf)
+        block_max = lax.stop_gradient(jnp.max(masked, axis=1))
+        new_max = jnp.maximum(carry.row_max, block_max)
+        # A row with no admissible column yet keeps max -inf; shift by 0 there to avoid inf - inf.
+        shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
+        block_sum = jnp.sum(
+            jnp.exp(jnp.where(admissible, logits - shift[:, None], neg_inf)), axis=1
+        )
+        total = jnp.exp(carry.logsumexp - shift) + block_sum
+        # log(0) has an infinite derivative (times a zero one: NaN): keep it out of the graph.
+        has_mass = total > 0
+        logsumexp = jnp.where(has_mass, shift + jnp.log(jnp.where(has_mass, total, 1.0)), neg_inf)
+        return RowStats(
+            logsumexp=logsumexp,
+            positive_sum=carry.positive_sum + jnp.sum(jnp.where(positive, logits, 0.0), axis=1),
+            positive_count=carry.positive_count + jnp.sum(positive, axis=1, dtype=jnp.float32),
+            positive_max=jnp.maximum(
+                carry.positive_max,
+                lax.stop_gradient(jnp.max(jnp.where(positive, logits, neg_inf), 1)),
+            ),
+            row_max=new_max,
+        )
+
+    empty = jnp.full((n,), -jnp.inf, jnp.float32)
+    zeros = jnp.zeros((n,), jnp.float32)
+    init = RowStats(empty, zeros, zeros, empty, empty)
+    return scan_column_blocks(body, init, columns, chunk_size)
+
+
+def check_views(z_a: jax.Array, z_b: jax.Array, patient_ids: jax.Array) -> None:
+    """Raises ``ValueError`` unless ``z_a``, ``z_b`` are ``(batch, dim)`` and ids ``(batch,)``."""
+    if z_a.ndim != 2 or z_a.shape != z_b.shape:
+        raise ValueError(
+            f"z_a and z_b must both be (local_batch, dim); got {z_a.shape} and {z_b.shape}"
+        )
+    if patient_ids.shape != z_a.shape[:1]:
+        raise ValueError(
+            f"patient_ids must be (local_batch,) = ({z_a.shape[0]},); got {patient_ids.shape}"
+        )
+
+
+class TwoViews(NamedTuple):
+    """Both views as one query set (this device's rows) and one column set (the global batch).
+
+    Queries are ``[a_local; b_local]`` ``(2 n, dim)``; columns ``[a_global; b_global]``
+    ``(2 G, dim)``, all L2-normalised float32. Positions index the columns (``a_j`` is ``j``,
+    ``b_j`` is ``G + j``; a query's position is its own column), ``*_pairs`` the global pair index
+    ``j`` and ``*_patients`` the patient id, each ``(2 n,)`` or ``(2 G,)`` int32.
+    """
+
+    queries: jax.Array
+    keys: jax.Array
+    query_positions: jax.Array
+    key_positions: jax.Array
+    query_pairs: jax.Array
+    key_pairs: jax.Array
+    query_patients: jax.Array
+    key_patients: jax.Array
+
+
+def two_view_layout(
+    z_a: jax.Array, z_b: jax.Array, patient_ids: jax.Array, axis_name: str | None
+) -> TwoViews:
+    """:class:`TwoViews` of ``(local_batch, dim)`` projections, gathered over ``axis_name``."""
+    check_views(z_a, z_b, patient_ids)
+    n = z_a.shape[0]
+    g = global_batch_size(n, axis_name)
+    h_a = l2_normalize(z_a.astype(jnp.float32))
+    h_b = l2_normalize(z_b.astype(jnp.float32))
+    local_pairs = row_offset(n, axis_name) + jnp.arange(n, dtype=jnp.int32)
+    global_pairs = jnp.arange(g, dtype=jnp.int32)
+    global_patients = gather_rows(patient_ids.astype(jnp.int32), axis_name)
+    return TwoViews(
+        queries=jnp.concatenate([h_a, h_b]),
+        keys=jnp.concatenate([gather_rows(h_a, axis_name), gather_rows(h_b, axis_name)]),
+        query_positions=jnp.concatenate([local_pairs, g + local_pairs]),
+        key_positions=jnp.concatenate([global_pairs, g + global_pairs]),
+        query_pairs=jnp.tile(local_pairs, 2),
+        key_pairs=jnp.tile(global_pairs, 2),
+        query_patients=jnp.tile(patient_ids.astype(jnp.int32), 2),
+        key_patients=jnp.tile(global_patients, 2),
+    )
