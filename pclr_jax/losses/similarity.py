@@ -89,7 +89,10 @@ def scan_column_blocks(
     blocks = {name: to_blocks(x) for name, x in columns.items()}
     blocks["valid"] = to_blocks(jnp.ones((m,), bool))
     step = jax.checkpoint(lambda carry, block: (body(carry, block), None))
-    carry, _ = lax.scan(step, init, blocks)
+    # The first block runs before the scan so that the carry has the body's output type: inside
+    # shard_map a carry built from constants is device-invariant but the body's is device-varying.
+    carry, _ = step(init, jax.tree.map(lambda x: x[0], blocks))
+    carry, _ = lax.scan(step, carry, jax.tree.map(lambda x: x[1:], blocks))
     return carry
 
 
