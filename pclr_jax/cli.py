@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("probe", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,102 @@
+"""Orbax checkpoints of a trained or converted PCLR encoder (variables plus configuration).
+
+A checkpoint directory holds two Orbax items:
+
+* ``variables``: the :class:`~pclr_jax.model.PCLRModel` variables (``params`` and
+  ``batch_stats``; the projection head when present), saved with ``StandardSave``;
+* ``metadata``: JSON ``{"format": "pclr-jax-encoder", "version": 1, "encoder_config": ...,
+  }`` plus any caller metadata (e.g. where the weights came from).
+
+Restoring needs nothing but the directory: the variable shapes are rebuilt from the stored
+configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from pclr_jax.model import EncoderConfig, init_variables
+
+FORMAT = "pclr-jax-encoder"
+VERSION = 1
+_RESERVED = ("format", "version", "encoder_config")
+
+
+def save_encoder(
+    directory: str | os.PathLike,
+    config: EncoderConfig,
+    variables: dict,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Saves ``variables`` (PCLRModel layout) and ``config`` to a new Orbax ``directory``.
+
+    ``metadata`` must be JSON-serialisable and may not use the keys ``format``, ``version`` or
+    ``encoder_config``. An existing directory is an error unless ``overwrite``.
+    """
+    metadata = dict(metadata or {})
+    clashes = sorted(set(metadata) & set(_RESERVED))
+    if clashes:
+        raise ValueError(f"metadata keys {clashes} are reserved")
+    with_head = "head" in variables["params"]
+    if with_head != bool(config.head_sizes):
+        raise ValueError(
+            f"config.head_sizes={config.head_sizes} but the variables "
+            f"{'have' if with_head else 'lack'} a projection head (save the encoder alone "
+            "with config.replace(head_sizes=()) and variables without 'head')"
+        )
+    info = {
+        "format": FORMAT,
+        "version": VERSION,
+        "encoder_config": config.to_dict(),
+        **metadata,
+    }
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        checkpointer.save(
+            os.path.abspath(directory),
+            ocp.args.Composite(
+                variables=ocp.args.StandardSave(variables), metadata=ocp.args.JsonSave(info)
+            ),
+            force=overwrite,
+        )
+
+
+def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's JSON metadata; raises ``ValueError`` if it is no pclr-jax encoder."""
+    directory = os.path.abspath(directory)
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        try:
+            restored = checkpointer.restore(
+                directory, ocp.args.Composite(metadata=ocp.args.JsonRestore())
+            )
+        except (FileNotFoundError, KeyError, ValueError) as error:
+            raise ValueError(
+                f"{directory} is not a pclr-jax encoder checkpoint: {error}"
+            ) from error
+    info = restored["metadata"]
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise ValueError(f"{directory} is not a pclr-jax encoder checkpoint (no '{FORMAT}' tag)")
+    if info.get("version") != VERSION:
+        raise ValueError(f"{directory} has encoder format version {info.get('version')}")
+    return info
+
+
+def restore_encoder(directory: str | os.PathLike) -> tuple[EncoderConfig, dict]:
+    """Loads ``(config, variables)`` saved by :func:`save_encoder` (variables on device 0)."""
+    directory = os.path.abspath(directory)
+    info = read_metadata(directory)
+    config = EncoderConfig.from_dict(info["encoder_config"])
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.eval_shape(lambda: init_variables(config, jax.random.key(0)))
+    abstract = jax.tree_util.tree_map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract
+    )
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        restored = checkpointer.restore(
+            directory, ocp.args.Composite(variables=ocp.args.StandardRestore(abstract))
+        )
+    return config, restored["variables"]
