@@ -7,15 +7,17 @@ whole global batch, gathered from every device with ``lax.all_gather(..., tiled=
 is differentiable (its transpose is a reduce-scatter), so gradients reach the device that owns a
 column. Row ``i`` of device ``d`` is global row ``d * local_batch + i`` (see :func:`row_offset`).
 
-Memory. The dense path materialises the ``(queries, columns)`` similarity matrix. With
-``chunk_size`` set, :func:`scan_column_blocks` walks over the columns ``chunk_size`` at a time with
-``lax.scan`` and a checkpointed body, so the forward AND the backward pass hold one
-``(queries, chunk_size)`` block at a time: the backward pass recomputes each block instead of
-storing it. Per-row statistics are combined across blocks with a running ("online") logsumexp.
+Memory. The dense path materialises the ``(queries, columns)`` similarity matrix and is
+differentiated by JAX. With ``chunk_size`` set, the columns are walked ``chunk_size`` at a time with
+``lax.scan``, per-row statistics combined across blocks with a running ("online") logsumexp, and
+the backward pass recomputes each block's logits (a custom VJP in :func:`contrastive_row_stats`, a
+checkpointed scan body in :func:`scan_column_blocks`) instead of storing them: forward AND backward
+hold a few ``(queries, chunk_size)`` blocks at a time, never ``(queries, columns)``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -56,6 +58,30 @@ def global_batch_size(local_batch: int, axis_name: str | None) -> int:
     return local_batch * lax.axis_size(axis_name)
 
 
+def _column_blocks(columns: dict[str, jax.Array], chunk_size: int) -> dict[str, jax.Array]:
+    """``columns`` padded to a multiple of ``chunk_size`` and split into ``(blocks, chunk, ...)``,
+    plus ``'valid'``: False on the padding."""
+    m = jax.tree.leaves(columns)[0].shape[0]
+    n_blocks = -(-m // chunk_size)
+    pad = n_blocks * chunk_size - m
+
+    def to_blocks(x: jax.Array) -> jax.Array:
+        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+        return x.reshape((n_blocks, chunk_size) + x.shape[1:])
+
+    return {**{k: to_blocks(x) for k, x in columns.items()}, "valid": to_blocks(jnp.ones(m, bool))}
+
+
+def _scan_blocks(step: Callable, init: Any, blocks: dict[str, jax.Array]) -> tuple[Any, Any]:
+    """``lax.scan(step, init, blocks)`` with the first block run before the scan, so that the carry
+    has the step's output type: inside shard_map a carry built from constants is device-invariant
+    while the step's output is device-varying. Returns ``(carry, stacked per-block outputs)``."""
+    carry, first = step(init, jax.tree.map(lambda x: x[0], blocks))
+    carry, rest = lax.scan(step, carry, jax.tree.map(lambda x: x[1:], blocks))
+    stacked = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
+    return carry, stacked
+
+
 def scan_column_blocks(
     body: Callable[[Any, dict[str, jax.Array]], Any],
     init: Any,
@@ -71,7 +97,7 @@ def scan_column_blocks(
       columns: arrays whose leading axis is the column axis (length ``m``).
       chunk_size: None for one dense block of all ``m`` columns; otherwise the columns are padded
         to a multiple of ``chunk_size`` and scanned block by block with a checkpointed body, so
-        that the backward pass recomputes each block rather than storing it.
+        that automatic differentiation recomputes each block rather than storing it.
 
     Returns:
       The final carry.
@@ -79,21 +105,8 @@ def scan_column_blocks(
     m = jax.tree.leaves(columns)[0].shape[0]
     if chunk_size is None or chunk_size >= m:
         return body(init, {**columns, "valid": jnp.ones((m,), bool)})
-    n_blocks = -(-m // chunk_size)
-    pad = n_blocks * chunk_size - m
-
-    def to_blocks(x: jax.Array) -> jax.Array:
-        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-        return x.reshape((n_blocks, chunk_size) + x.shape[1:])
-
-    blocks = {name: to_blocks(x) for name, x in columns.items()}
-    blocks["valid"] = to_blocks(jnp.ones((m,), bool))
     step = jax.checkpoint(lambda carry, block: (body(carry, block), None))
-    # The first block runs before the scan so that the carry has the body's output type: inside
-    # shard_map a carry built from constants is device-invariant but the body's is device-varying.
-    carry, _ = step(init, jax.tree.map(lambda x: x[0], blocks))
-    carry, _ = lax.scan(step, carry, jax.tree.map(lambda x: x[1:], blocks))
-    return carry
+    return _scan_blocks(step, init, _column_blocks(columns, chunk_size))[0]
 
 
 class RowStats(NamedTuple):
@@ -121,6 +134,106 @@ class RowStats(NamedTuple):
         return (self.positive_max >= self.row_max).astype(jnp.float32)
 
 
+class _Rows(NamedTuple):
+    """The query side of :func:`contrastive_row_stats` (positions None: no self-exclusion)."""
+
+    queries: jax.Array
+    ids: jax.Array
+    positions: jax.Array | None
+
+
+def _block_logits(
+    rows: _Rows, block: dict[str, jax.Array], temperature: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Logits ``(n, c)`` of one column block and its admissible (not self) and positive masks."""
+    logits = jnp.dot(rows.queries, block["keys"].T) / temperature
+    admissible = jnp.broadcast_to(block["valid"][None, :], logits.shape)
+    if rows.positions is not None:
+        admissible = admissible & (rows.positions[:, None] != block["positions"][None, :])
+    positive = admissible & (rows.ids[:, None] == block["ids"][None, :])
+    return logits, admissible, positive
+
+
+def _accumulate(
+    carry: RowStats, rows: _Rows, block: dict[str, jax.Array], temperature: float
+) -> RowStats:
+    """``carry`` updated with one column block (online logsumexp; maxima as constants)."""
+    logits, admissible, positive = _block_logits(rows, block, temperature)
+    neg_inf = jnp.float32(-jnp.inf)
+    block_max = lax.stop_gradient(jnp.max(jnp.where(admissible, logits, neg_inf), axis=1))
+    new_max = jnp.maximum(carry.row_max, block_max)
+    # A row with no admissible column yet keeps max -inf; shift by 0 there to avoid inf - inf.
+    shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
+    block_sum = jnp.sum(jnp.exp(jnp.where(admissible, logits - shift[:, None], neg_inf)), axis=1)
+    total = jnp.exp(carry.logsumexp - shift) + block_sum
+    # log(0) has an infinite derivative (times a zero one: NaN): keep it out of the graph.
+    has_mass = total > 0
+    positive_logits = jnp.where(positive, logits, neg_inf)
+    return RowStats(
+        logsumexp=jnp.where(has_mass, shift + jnp.log(jnp.where(has_mass, total, 1.0)), neg_inf),
+        positive_sum=carry.positive_sum + jnp.sum(jnp.where(positive, logits, 0.0), axis=1),
+        positive_count=carry.positive_count + jnp.sum(positive, axis=1, dtype=jnp.float32),
+        positive_max=jnp.maximum(
+            carry.positive_max, lax.stop_gradient(jnp.max(positive_logits, axis=1))
+        ),
+        row_max=new_max,
+    )
+
+
+def _empty_stats(n: int) -> RowStats:
+    empty = jnp.full((n,), -jnp.inf, jnp.float32)
+    zeros = jnp.zeros((n,), jnp.float32)
+    return RowStats(empty, zeros, zeros, empty, empty)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _chunked_row_stats(
+    rows: _Rows, columns: dict[str, jax.Array], temperature: float, chunk_size: int
+) -> RowStats:
+    """Block-by-block :class:`RowStats` whose backward pass recomputes each block's logits."""
+    return _chunked_forward(rows, columns, temperature, chunk_size)[0]
+
+
+def _chunked_forward(
+    rows: _Rows, columns: dict[str, jax.Array], temperature: float, chunk_size: int
+) -> tuple[RowStats, tuple]:
+    blocks = _column_blocks(columns, chunk_size)
+    step = lambda carry, block: (_accumulate(carry, rows, block, temperature), None)
+    stats, _ = _scan_blocks(step, _empty_stats(rows.queries.shape[0]), blocks)
+    return stats, (rows, columns, stats.logsumexp)
+
+
+def _chunked_backward(
+    temperature: float, chunk_size: int, residuals: tuple, cotangent: RowStats
+) -> tuple:
+    """d/d(queries, keys) of ``g_lse . logsumexp + g_pos . positive_sum``, block by block.
+
+    With ``p = softmax`` over the admissible columns, ``dL/dlogit = g_lse p + g_pos [positive]``;
+    the other statistics are constants (counts) or carry no gradient (maxima).
+    """
+    rows, columns, logsumexp = residuals
+    g_lse = cotangent.logsumexp[:, None]
+    g_pos = cotangent.positive_sum[:, None]
+
+    def step(d_queries: jax.Array, block: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        logits, admissible, positive = _block_logits(rows, block, temperature)
+        probs = jnp.where(admissible, jnp.exp(logits - logsumexp[:, None]), 0.0)
+        d_logits = (g_lse * probs + jnp.where(positive, g_pos, 0.0)) / temperature
+        return d_queries + d_logits @ block["keys"], d_logits.T @ rows.queries
+
+    blocks = _column_blocks(columns, chunk_size)
+    d_queries, d_key_blocks = _scan_blocks(step, jnp.zeros_like(rows.queries), blocks)
+    m = columns["keys"].shape[0]
+    d_keys = d_key_blocks.reshape((-1,) + d_key_blocks.shape[2:])[:m]
+    no_grad = lambda tree: jax.tree.map(lambda _: None, tree)
+    d_rows = _Rows(d_queries, None, None)
+    d_columns = {**no_grad(columns), "keys": d_keys}
+    return d_rows, d_columns
+
+
+_chunked_row_stats.defvjp(_chunked_forward, _chunked_backward)
+
+
 def contrastive_row_stats(
     queries: jax.Array,
     keys: jax.Array,
@@ -143,53 +256,26 @@ def contrastive_row_stats(
       query_positions, key_positions: ``(n,)``, ``(m,)`` int32 global positions; a column whose
         position equals the row's is the row itself and is excluded (the ``-1e9`` mask of SimCLR).
         None (both) when queries and keys are disjoint sets.
-      chunk_size: None for the dense ``(n, m)`` computation, else the number of columns per block.
+      chunk_size: None for the dense ``(n, m)`` computation, differentiated by JAX; else the
+        number of columns per block: a ``lax.scan`` with an online logsumexp forward and a custom
+        VJP that recomputes each block's logits backward, so that neither pass holds more than a
+        few ``(n, chunk_size)`` arrays.
 
     Returns:
-      :class:`RowStats`; the running maxima are constants for differentiation (the logsumexp's
-      gradient is exact without them).
+      :class:`RowStats`; the maxima are constants for differentiation (the logsumexp's gradient is
+      exact without them).
     """
-    n = queries.shape[0]
     if (query_positions is None) != (key_positions is None):
         raise ValueError("give both query_positions and key_positions, or neither")
+    rows = _Rows(queries, query_ids, query_positions)
     columns = {"keys": keys, "ids": key_ids}
     if key_positions is not None:
         columns["positions"] = key_positions
-
-    def body(carry: RowStats, block: dict[str, jax.Array]) -> RowStats:
-        logits = jnp.dot(queries, block["keys"].T) / temperature
-        admissible = jnp.broadcast_to(block["valid"][None, :], logits.shape)
-        if query_positions is not None:
-            admissible = admissible & (query_positions[:, None] != block["positions"][None, :])
-        positive = admissible & (query_ids[:, None] == block["ids"][None, :])
-        neg_inf = jnp.float32(-jnp.inf)
-        masked = jnp.where(admissible, logits, neg_inf)
-        block_max = lax.stop_gradient(jnp.max(masked, axis=1))
-        new_max = jnp.maximum(carry.row_max, block_max)
-        # A row with no admissible column yet keeps max -inf; shift by 0 there to avoid inf - inf.
-        shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
-        block_sum = jnp.sum(
-            jnp.exp(jnp.where(admissible, logits - shift[:, None], neg_inf)), axis=1
-        )
-        total = jnp.exp(carry.logsumexp - shift) + block_sum
-        # log(0) has an infinite derivative (times a zero one: NaN): keep it out of the graph.
-        has_mass = total > 0
-        logsumexp = jnp.where(has_mass, shift + jnp.log(jnp.where(has_mass, total, 1.0)), neg_inf)
-        return RowStats(
-            logsumexp=logsumexp,
-            positive_sum=carry.positive_sum + jnp.sum(jnp.where(positive, logits, 0.0), axis=1),
-            positive_count=carry.positive_count + jnp.sum(positive, axis=1, dtype=jnp.float32),
-            positive_max=jnp.maximum(
-                carry.positive_max,
-                lax.stop_gradient(jnp.max(jnp.where(positive, logits, neg_inf), 1)),
-            ),
-            row_max=new_max,
-        )
-
-    empty = jnp.full((n,), -jnp.inf, jnp.float32)
-    zeros = jnp.zeros((n,), jnp.float32)
-    init = RowStats(empty, zeros, zeros, empty, empty)
-    return scan_column_blocks(body, init, columns, chunk_size)
+    m = keys.shape[0]
+    if chunk_size is None or chunk_size >= m:
+        dense = {**columns, "valid": jnp.ones((m,), bool)}
+        return _accumulate(_empty_stats(queries.shape[0]), rows, dense, temperature)
+    return _chunked_row_stats(rows, columns, temperature, chunk_size)
 
 
 def check_views(z_a: jax.Array, z_b: jax.Array, patient_ids: jax.Array) -> None:
