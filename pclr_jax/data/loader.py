@@ -116,9 +116,8 @@ class RecordReader:
 
     def read(self, rows: np.ndarray, out: np.ndarray) -> None:
         """``out[k] = source[rows[k]]['ecg']`` (cast to ``out``'s dtype); ``out``: ``(k, S, L)``."""
-        getitems = getattr(self.source, "__getitems__", None)
-        items = getitems(rows.tolist()) if getitems else [self.source[int(r)] for r in rows]
-        for k, (row, item) in enumerate(zip(rows, items, strict=True)):
+        for k, row in enumerate(rows):
+            item = self.source[int(row)]
             expected = self.record_ids[row]
             record_id = item.get("record_id", expected)
             if isinstance(record_id, bytes):
