@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 
 import numpy as np
 import pandas as pd
@@ -281,8 +282,8 @@ class PairSchedule:
     """Stream position -> (epoch, patient, two index rows), for one split, batch size and seed.
 
     A thin cache over :func:`epoch_order` and :func:`epoch_pairs`: each epoch's arrays are
-    computed once (``O(P)``) and the last few are kept. Safe to share between threads (a race
-    only recomputes an epoch) and cheap to pickle (the cache is not pickled).
+    computed once (``O(P)``) and the last few are kept. Thread-safe, and cheap to pickle (the
+    cache stays behind).
     """
 
     _CACHED_EPOCHS = 4
@@ -296,20 +297,25 @@ class PairSchedule:
         self.seed = seed
         self.shuffle = shuffle
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_cache": {}}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_lock")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _cache={}, _lock=threading.Lock())
 
     def epoch_arrays(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(order, rows_a, rows_b)`` of epoch ``epoch`` (see the module functions)."""
-        arrays = self._cache.get(epoch)
-        if arrays is None:
-            n = self.table.n_pairable
-            order = epoch_order(n, self.batch_pairs, self.seed, epoch, self.shuffle)
-            arrays = (order, *epoch_pairs(self.table, self.seed, epoch))
-            self._cache[epoch] = arrays
-            for stale in sorted(self._cache)[: -self._CACHED_EPOCHS]:
-                self._cache.pop(stale, None)
+        with self._lock:
+            arrays = self._cache.get(epoch)
+            if arrays is None:
+                n = self.table.n_pairable
+                order = epoch_order(n, self.batch_pairs, self.seed, epoch, self.shuffle)
+                arrays = (order, *epoch_pairs(self.table, self.seed, epoch))
+                self._cache[epoch] = arrays
+                for stale in sorted(self._cache)[: -self._CACHED_EPOCHS]:
+                    del self._cache[stale]
         return arrays
 
     def at(self, positions: np.ndarray) -> SlotPairs:
