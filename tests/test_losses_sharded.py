@@ -1,7 +1,8 @@
 """Global negatives: every loss under ``jax.shard_map`` on 8 faked CPU devices equals one device.
 
-Tolerance: float32 throughout; values and gradients agree to ``rtol=1e-5`` (``atol=1e-7`` for
-gradient entries near zero) with the single-device computation on the concatenated batch.
+Tolerance: float32 throughout; losses, metrics and every gradient entry agree with the
+single-device computation on the concatenated batch to ``rtol=1e-5``, plus an absolute ``1e-6``
+times the largest entry of the same array (entries that are sums of cancelling terms).
 """
 
 import jax
@@ -17,7 +18,7 @@ N_DEVICES = 8
 LOCAL_PAIRS = 3
 GLOBAL_PAIRS = N_DEVICES * LOCAL_PAIRS
 DIM = 8
-RTOL, ATOL = 1e-5, 1e-7
+RTOL, ATOL_FRACTION = 1e-5, 1e-6
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,9 @@ def _replicate(tree, mesh):
 
 def _assert_trees_close(actual, expected):
     for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=RTOL, atol=ATOL)
+        e = np.asarray(e)
+        atol = ATOL_FRACTION * float(np.max(np.abs(e)))
+        np.testing.assert_allclose(np.asarray(a), e, rtol=RTOL, atol=atol)
 
 
 CASES = [(name, None) for name in sorted(LOSSES)] + [
@@ -89,8 +92,11 @@ def test_sharded_loss_and_gradients_equal_single_device(mesh, name, chunk_size):
         assert all(abs(float(g)) > 0 for g in jax.tree.leaves(grads_8[2]))
 
 
-@pytest.mark.parametrize("name", ["ntxent", "siglip", "vicreg"])
-def test_train_step_gradient_patterns(mesh, name):
+@pytest.mark.parametrize(
+    ("name", "chunk_size"),
+    [("ntxent", None), ("patient_supcon", 5), ("siglip", 5), ("vicreg", None)],
+)
+def test_train_step_gradient_patterns(mesh, name, chunk_size):
     """How a training step takes gradients of a replicated model (here one linear map W).
 
     With ``check_vma=True`` (shard_map's default): differentiate ``pmean(loss)``; gradients of
@@ -103,8 +109,9 @@ def test_train_step_gradient_patterns(mesh, name):
     x_b = (x_a + 0.5 * rng.normal(size=x_a.shape)).astype(np.float32)
     ids = rng.integers(0, GLOBAL_PAIRS // 2, GLOBAL_PAIRS).astype(np.int32)
     w = rng.normal(size=(6, DIM)).astype(np.float32)
-    single = get_loss(name)
-    sharded = get_loss(name, axis_name="data")
+    hparams = {} if chunk_size is None else {"chunk_size": chunk_size}
+    single = get_loss(name, **hparams)
+    sharded = get_loss(name, axis_name="data", **hparams)
     params = {"w": w, "loss": single.init_params()}
 
     def local_loss(p, xa, xb, i, loss_fn):
