@@ -1,0 +1,212 @@
+"""The training step: one jitted function, per-device code under ``jax.shard_map`` over ``'data'``.
+
+Per device, with ``b`` local pairs of the global batch of ``G = b x devices`` pairs:
+
+1. Both views run through the model as ONE batch of ``2b`` ECGs (view a's rows, then view b's),
+   in training mode. This is what ml4h's PCLR did (its Keras batch held both views, the loss
+   split it in halves), so batch norm normalises each view with statistics of both; with global
+   batch norm (``sync_batch_norm=True``, the default, as SimCLR) the statistics are averaged over
+   all ``2G`` ECGs of all devices, and the step is the same function of the global batch whatever
+   the device count.
+2. The projections, cast to float32, go to the loss, which scores this device's rows against the
+   columns gathered from every device. The differentiated function is ``lax.pmean`` of the local
+   loss, i.e. the global loss: its gradient with respect to the (replicated) parameters is the
+   global gradient, identical on every device. (Under ``shard_map``'s default ``check_vma``, the
+   gradient of a device-LOCAL loss with respect to replicated parameters is already summed over
+   devices; ``pmean``-ing that afterwards would return the sum, ``devices`` times too large.)
+3. Optional gradient caching replaces 1-2 (``pclr_jax.gradcache``).
+4. The optax update runs on every device on identical values (parameters stay replicated).
+   Per-device batch statistics (``sync_batch_norm=False``) are averaged over devices for the
+   running averages, so the state stays replicated; with global batch norm they already agree.
+5. Metrics (loss, the loss's metrics, learning rate, gradient norm before clipping) are global
+   means, replicated.
+
+Dropout keys: the state's key, folded with the step and then with the device index (and, with
+gradient caching, the micro-batch index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from pclr_jax import gradcache
+from pclr_jax.distributed import DATA_AXIS
+from pclr_jax.losses import get_loss
+from pclr_jax.model import EncoderConfig, PCLRModel
+from pclr_jax.optimizers import current_learning_rate
+from pclr_jax.train_state import TrainState, replicated
+
+BATCH_KEYS = ("view_a", "view_b", "patient_id")
+
+Batch = Mapping[str, jax.Array]
+TrainStep = Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]
+
+
+def make_forward(model: PCLRModel) -> gradcache.Forward:
+    """The model in training mode: ``(params, batch_stats, ecgs, dropout_key) -> (z, stats)``.
+
+    ``ecgs`` ``(n, samples, leads)`` in mV; ``z`` ``(n, head_sizes[-1])`` float32 projections.
+    """
+
+    def forward(
+        model_params: Any, batch_stats: Any, ecgs: jax.Array, dropout_key: jax.Array
+    ) -> tuple[jax.Array, Any]:
+        (_, projection), updates = model.apply(
+            {"params": model_params, "batch_stats": batch_stats},
+            ecgs,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": dropout_key},
+        )
+        return projection.astype(jnp.float32), updates["batch_stats"]
+
+    return forward
+
+
+def make_train_step(
+    model_config: EncoderConfig,
+    loss_name: str,
+    loss_hparams: Mapping[str, Any] | None,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    sync_batch_norm: bool = True,
+    grad_cache_microbatch: int | None = None,
+) -> TrainStep:
+    """The jitted training step ``step(state, batch) -> (state, metrics)``; ``state`` is donated.
+
+    Args:
+      model_config: the model (``dtype='bfloat16'`` for bf16 compute; parameters, optimizer
+        state, batch statistics and the loss stay float32).
+      loss_name, loss_hparams: the loss, as for :func:`pclr_jax.losses.get_loss`.
+      optimizer: from :func:`pclr_jax.optimizers.make_optimizer` (its state carries the
+        learning rate reported in the metrics).
+      mesh: the ``'data'`` mesh; the state is replicated on it.
+      sync_batch_norm: average batch statistics over all devices (global batch norm); False for
+        per-device statistics.
+      grad_cache_microbatch: None for the direct step; otherwise pairs per micro-batch per device
+        for gradient caching (must divide the per-device batch; see ``pclr_jax.gradcache``).
+
+    The returned ``step`` takes ``batch = {'view_a': (G, samples, leads) float32 mV, 'view_b':
+    (G, samples, leads), 'patient_id': (G,) int32}`` sharded ``P('data')`` (G global pairs,
+    divisible by the device count; other keys are ignored) and returns global, replicated float32
+    scalar metrics: ``loss``, the loss's own metrics (e.g. ``contrastive_accuracy``),
+    ``learning_rate`` (used by this update) and ``grad_norm`` (global norm before clipping).
+    """
+    loss = get_loss(loss_name, axis_name=DATA_AXIS, **dict(loss_hparams or {}))
+    model = PCLRModel(model_config, bn_axis_name=DATA_AXIS if sync_batch_norm else None)
+    forward = make_forward(model)
+
+    def global_loss(z_a, z_b, patient_ids, loss_params):
+        local, metrics = loss(z_a, z_b, patient_ids, loss_params)
+        return lax.pmean(local, DATA_AXIS), metrics
+
+    def direct_value_and_grad(params, batch_stats, view_a, view_b, patient_ids, device_key):
+        pairs = view_a.shape[0]
+
+        def objective(params):
+            ecgs = jnp.concatenate([view_a, view_b], axis=0)
+            key = gradcache.microbatch_key(device_key, 0)
+            z, new_stats = forward(params["model"], batch_stats, ecgs, key)
+            value, metrics = global_loss(z[:pairs], z[pairs:], patient_ids, params["loss"])
+            return value, (metrics, new_stats)
+
+        (value, (metrics, new_stats)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        return (value, metrics), grads, new_stats
+
+    def cached_value_and_grad(params, batch_stats, view_a, view_b, patient_ids, device_key):
+        return gradcache.cached_value_and_grad(
+            forward,
+            lambda z_a, z_b, loss_params: global_loss(z_a, z_b, patient_ids, loss_params),
+            params,
+            batch_stats,
+            view_a,
+            view_b,
+            device_key,
+            grad_cache_microbatch,
+            axis_name=DATA_AXIS,
+        )
+
+    value_and_grad = (
+        direct_value_and_grad if grad_cache_microbatch is None else cached_value_and_grad
+    )
+
+    def per_device(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        device_key = jax.random.fold_in(step_key, lax.axis_index(DATA_AXIS))
+        (value, loss_metrics), grads, batch_stats = value_and_grad(
+            state.params,
+            state.batch_stats,
+            batch["view_a"],
+            batch["view_b"],
+            batch["patient_id"],
+            device_key,
+        )
+        batch_stats = lax.pmean(batch_stats, DATA_AXIS)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+        )
+        metrics = {
+            "loss": value,
+            **lax.pmean(loss_metrics, DATA_AXIS),
+            "learning_rate": current_learning_rate(opt_state),
+            "grad_norm": optax.tree.norm(grads),
+        }
+        return new_state, metrics
+
+    sharded = jax.shard_map(
+        per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P())
+    )
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        return sharded(state, {key: batch[key] for key in BATCH_KEYS})
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def _on_mesh(x: Any, sharding: NamedSharding) -> jax.Array:
+    """``x`` (host or device array) placed with ``sharding``, from every process's copy."""
+    if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+        return x
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, host.__getitem__)
+
+
+def make_embed_fn(
+    model_config: EncoderConfig, mesh: Mesh
+) -> Callable[[dict, np.ndarray], np.ndarray]:
+    """``embed(variables, ecgs) -> (N, embed_dim)`` float32 pooled embeddings, in eval mode.
+
+    ``variables`` are ``{'params': model params, 'batch_stats': ...}`` (e.g. ``{'params':
+    state.params['model'], 'batch_stats': state.batch_stats}``), on the mesh or on the host;
+    ``ecgs`` ``(N, samples, leads)`` in mV, a host array holding the same values on every process.
+    The ECGs are split over the mesh's devices (padded to a multiple of the device count); every
+    process gets all ``N`` embeddings as a NumPy array.
+    """
+    model = PCLRModel(model_config)
+    batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
+    apply = jax.jit(
+        lambda variables, ecgs: model.apply(variables, ecgs, method=PCLRModel.embed),
+        out_shardings=replicated(mesh),
+    )
+
+    def embed(variables: dict, ecgs: np.ndarray) -> np.ndarray:
+        ecgs = np.asarray(ecgs, np.float32)
+        n = ecgs.shape[0]
+        padded = np.pad(ecgs, [(0, -n % mesh.size), (0, 0), (0, 0)])
+        variables = jax.tree.map(lambda x: _on_mesh(x, replicated(mesh)), variables)
+        return np.asarray(apply(variables, _on_mesh(padded, batch_sharding)))[:n]
+
+    return embed
