@@ -242,3 +242,20 @@ def test_learning_curve_with_a_fixed_test_set():
     assert curve.results["ci_low"].isna().all()
     with pytest.raises(ValueError, match="share patients"):
         learning_curve({"f": x}, y, patients, "binary", test_rows=np.arange(10))
+
+
+def test_probe_command_reports_bad_inputs_clearly(tmp_path):
+    from pclr_jax.cli import main
+
+    frame = pd.DataFrame({"sample_id": ["a", "b", "c"], "latent_0": [0.1, 0.2, 0.3]})
+    frame.assign(latent_2=1.0).to_csv(tmp_path / "gap.csv", index=False)
+    with pytest.raises(ValueError, match=r"gap.csv: expected columns latent_0 \.\. latent_"):
+        main(["probe", "--embeddings", f"x={tmp_path / 'gap.csv'}", "--out", str(tmp_path)])
+    frame.to_csv(tmp_path / "ok.csv", index=False)
+    with pytest.raises(ValueError, match="no 'patient_id' column"):
+        main(["probe", "--embeddings", f"x={tmp_path / 'ok.csv'}", "--out", str(tmp_path)])
+    frame.assign(latent_0=[0.1, np.nan, 0.3]).to_csv(tmp_path / "nan.csv", index=False)
+    with pytest.raises(ValueError, match="non-finite embeddings, e.g. sample 'b'"):
+        main(["probe", "--embeddings", f"x={tmp_path / 'nan.csv'}", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="need --data"):
+        main(["probe", "--baseline", "scratch", "--out", str(tmp_path)])

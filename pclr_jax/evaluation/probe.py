@@ -1,7 +1,8 @@
 """Linear probes of frozen embeddings and label-efficiency learning curves.
 
 A linear probe standardises the embedding features and fits, with scikit-learn,
-``LogisticRegressionCV`` (L2, the inverse regularisation ``C`` chosen by cross-validated log loss)
+``LogisticRegressionCV`` (L2, Newton-Cholesky solver, the inverse regularisation ``C`` chosen by
+cross-validated log loss)
 for binary and multi-class labels, one such model per label for multi-label targets, or ``RidgeCV``
 (``alpha`` chosen by cross-validation) for continuous targets. When patient ids of the training rows
 are given, the cross-validation folds are patient-disjoint as well.
@@ -119,6 +120,12 @@ def encode_labels(values, kind: str) -> tuple[np.ndarray, np.ndarray]:
     separated by ``;``, ``|`` or ``,`` (or an (n, C) 0/1 array) -> ``y`` (n, C);
     regression: ``y`` float64, ``classes`` empty.
     """
+    unknown = np.flatnonzero(~known_labels(values, kind)) if np.ndim(values) == 1 else []
+    if len(unknown):
+        raise ValueError(
+            f"{len(unknown)} labels are unknown (e.g. rows {unknown[:5].tolist()}); remove them "
+            "first (known_labels)"
+        )
     if kind == "regression":
         y = pd.to_numeric(pd.Series(values), errors="raise").to_numpy(np.float64)
         return y, np.array([])
@@ -217,6 +224,7 @@ def _fit_one(x, y, kind, groups, cv, cs, alphas, seed, max_iter) -> Pipeline:
             l1_ratios=(0.0,),
             cv=folds,
             scoring="neg_log_loss",
+            solver="newton-cholesky",
             max_iter=max_iter,
             use_legacy_attributes=False,
             random_state=seed,
@@ -241,7 +249,7 @@ def fit_linear_probe(
     cs: Sequence[float] = DEFAULT_CS,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     seed: int = 0,
-    max_iter: int = 1000,
+    max_iter: int = 100,
 ) -> LinearProbe:
     """Fits a linear probe on features ``x`` (n, D) and encoded labels ``y`` (see module doc).
 

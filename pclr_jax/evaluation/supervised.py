@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from sklearn.model_selection import GroupShuffleSplit
 
-from pclr_jax.model import EncoderConfig, PCLREncoder
+from pclr_jax.model import EncoderConfig, PCLREncoder, init_variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +125,13 @@ def _eval_fn(model_config: EncoderConfig, n_outputs: int):
     """Jitted eval-mode forward pass ``(variables, ecg) -> outputs``, cached across runs."""
     network = SupervisedNetwork(model_config, n_outputs)
     return jax.jit(lambda variables, ecg: network.apply(variables, ecg, train=False))
+
+
+@functools.lru_cache(maxsize=16)
+def _embed_fn(model_config: EncoderConfig):
+    """Jitted eval-mode ``PCLREncoder`` ``(variables, ecg) -> (batch, embed_dim)``, cached."""
+    encoder = PCLREncoder(model_config)
+    return jax.jit(lambda variables, ecg: encoder.apply(variables, ecg, train=False))
 
 
 @functools.lru_cache(maxsize=16)
@@ -329,3 +336,27 @@ def supervised_source(
         return predict_supervised(result, ecgs[test_rows], config.eval_batch_size)
 
     return fit_predict
+
+
+def embed_ecgs(
+    model_config: EncoderConfig, variables: dict, ecgs: np.ndarray, batch_size: int = 128
+) -> np.ndarray:
+    """Embeddings ``(N, embed_dim)`` float32 of ``ecgs`` (N, n_samples, n_leads) mV by the encoder
+    in ``variables`` (PCLRModel layout; a head is ignored), in eval mode."""
+    encoder_variables = {
+        "params": variables["params"]["encoder"],
+        "batch_stats": variables["batch_stats"]["encoder"],
+    }
+    return _outputs(_embed_fn(model_config), encoder_variables, np.asarray(ecgs), batch_size)
+
+
+def random_init_embeddings(
+    model_config: EncoderConfig, ecgs: np.ndarray, seed: int = 0, batch_size: int = 128
+) -> np.ndarray:
+    """The ``random_init`` baseline: embeddings of ``ecgs`` by a randomly initialised encoder."""
+    variables = init_variables(model_config, jax.random.key(seed), with_head=False)
+    wrapped = {
+        "params": {"encoder": variables["params"]},
+        "batch_stats": {"encoder": variables["batch_stats"]},
+    }
+    return embed_ecgs(model_config, wrapped, ecgs, batch_size)

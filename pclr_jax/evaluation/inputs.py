@@ -1,0 +1,106 @@
+"""Reading what ``pclr probe`` evaluates: embedding tables, label tables and prepared splits.
+
+Embedding files are the ``pclr embed`` output: CSV, TSV or Parquet with a ``sample_id`` column and
+``latent_0 .. latent_{D-1}`` (ml4h's names); other columns (e.g. ``patient_id``) are kept as labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+
+import numpy as np
+import pandas as pd
+
+ID_COLUMN = "sample_id"
+LATENT = re.compile(r"latent_(\d+)$")
+
+
+def read_table(path: str | pathlib.Path) -> pd.DataFrame:
+    """A ``.csv``, ``.tsv``/``.txt`` (tab-separated) or ``.parquet`` file as a DataFrame."""
+    path = pathlib.Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix in (".tsv", ".txt"):
+        return pd.read_csv(path, sep="\t")
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    raise ValueError(f"{path}: unknown table format {suffix!r} (expected .csv, .tsv or .parquet)")
+
+
+@dataclasses.dataclass
+class EmbeddingTable:
+    """``sample_ids`` (N,) str, ``features`` (N, D) float32, ``extra``: the other columns."""
+
+    sample_ids: np.ndarray
+    features: np.ndarray
+    extra: pd.DataFrame
+
+
+def read_embeddings(path: str | pathlib.Path) -> EmbeddingTable:
+    """Reads a ``pclr embed`` file; errors name the file and the offending sample or column."""
+    frame = read_table(path)
+    if ID_COLUMN not in frame:
+        raise ValueError(f"{path}: no {ID_COLUMN!r} column")
+    latent = {int(m.group(1)): c for c in frame.columns if (m := LATENT.match(str(c)))}
+    if not latent or sorted(latent) != list(range(len(latent))):
+        raise ValueError(
+            f"{path}: expected columns latent_0 .. latent_{{D-1}}, found {sorted(latent)[:5]}..."
+        )
+    ids = frame[ID_COLUMN].astype(str).to_numpy()
+    duplicated = pd.Series(ids).duplicated()
+    if duplicated.any():
+        raise ValueError(f"{path}: sample_id {ids[duplicated.to_numpy()][0]!r} appears twice")
+    features = frame[[latent[i] for i in range(len(latent))]].to_numpy(np.float32)
+    bad = ~np.isfinite(features).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{path}: {bad.sum()} rows have non-finite embeddings, e.g. sample {ids[bad][0]!r}"
+        )
+    extra = frame.drop(columns=[ID_COLUMN, *latent.values()])
+    extra.insert(0, ID_COLUMN, ids)
+    return EmbeddingTable(ids, features, extra.reset_index(drop=True))
+
+
+def align(
+    table: pd.DataFrame, sources: dict[str, EmbeddingTable]
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[str]]:
+    """Keeps the rows of ``table`` (with ``sample_id``) present in every source, in table order.
+
+    Returns the kept table, each source's features in that order, and one note per source or
+    table that lost rows (counts, for the report).
+    """
+    ids = table[ID_COLUMN].astype(str)
+    if ids.duplicated().any():
+        raise ValueError(f"label table: sample_id {ids[ids.duplicated()].iloc[0]!r} appears twice")
+    keep = np.ones(len(table), bool)
+    notes = []
+    for name, source in sources.items():
+        present = ids.isin(source.sample_ids).to_numpy()
+        if (~present).any():
+            notes.append(f"{(~present).sum():,} labelled samples have no {name!r} embedding")
+        unlabelled = (~pd.Series(source.sample_ids).isin(ids)).sum()
+        if unlabelled:
+            notes.append(f"{unlabelled:,} {name!r} embeddings have no label row")
+        keep &= present
+    kept = table[keep].reset_index(drop=True)
+    kept_ids = kept[ID_COLUMN].astype(str)
+    features = {}
+    for name, source in sources.items():
+        position = pd.Series(np.arange(len(source.sample_ids)), index=source.sample_ids)
+        features[name] = source.features[position.loc[kept_ids].to_numpy()]
+    return kept, features, notes
+
+
+def load_split(name: str, split: str, data_dir: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """ECGs ``(N, n_samples, 12)`` float16 mV and the index of a prepared split, with the index's
+    ``record_id`` also as ``sample_id`` (``pclr_jax.data.prepared.load_prepared``)."""
+    from pclr_jax.data.prepared import load_prepared
+
+    prepared = load_prepared(name, split, data_dir)
+    index = prepared.index.reset_index(drop=True).copy()
+    ecgs = np.stack([np.asarray(prepared.source[i]["ecg"], np.float16) for i in range(len(index))])
+    index.insert(0, ID_COLUMN, index["record_id"].astype(str))
+    return ecgs, index
