@@ -59,9 +59,11 @@ def random_crop(ecg: np.ndarray, rng: np.random.Generator, min_keep: float = 2 /
     shortest = max(1, math.ceil(min_keep * samples))
     length = rng.integers(shortest, samples + 1, size=leads)
     start = (rng.random(leads) * (samples - length + 1)).astype(np.int64)
-    time = np.arange(samples)[:, None]
-    keep = (time >= start) & (time < start + length)
-    return np.where(keep, ecg, 0.0).astype(np.float32, copy=False)
+    out = ecg.astype(np.float32)
+    for lead in range(leads):
+        out[: start[lead], lead] = 0.0
+        out[start[lead] + length[lead] :, lead] = 0.0
+    return out
 
 
 def drop_leads(ecg: np.ndarray, rng: np.random.Generator, rate: float = 0.25) -> np.ndarray:
@@ -70,7 +72,9 @@ def drop_leads(ecg: np.ndarray, rng: np.random.Generator, rate: float = 0.25) ->
     dropped = rng.random(leads) < rate
     if dropped.all():
         dropped[rng.integers(leads)] = False
-    return np.where(dropped, 0.0, ecg).astype(np.float32, copy=False)
+    out = ecg.astype(np.float32)
+    out[:, dropped] = 0.0
+    return out
 
 
 def gaussian_noise(ecg: np.ndarray, rng: np.random.Generator, std_mv: float = 0.05) -> np.ndarray:
