@@ -101,6 +101,20 @@ def test_ecg_group_shared_by_two_patients_is_an_error():
         pairing.build_patient_table(index)
 
 
+def test_rows_without_ecg_group_are_ecgs_of_their_own():
+    index = pd.DataFrame(
+        {
+            "record_id": list("abcde"),
+            "patient_id": ["x", "x", "y", "y", "z"],
+            "ecg_group": [None, None, "g", "g", None],
+        }
+    )
+    table = pairing.build_patient_table(index)
+    assert list(table.patient_ids) == ["x"]  # y has two copies of one ECG, z one ECG
+    assert (table.single_ecg_patients, table.single_ecg_records) == (2, 3)
+    np.testing.assert_array_equal(np.sort(table.rows), [0, 1])
+
+
 @pytest.mark.parametrize("n", range(4, 41))
 def test_no_patient_twice_in_a_batch_across_epoch_boundaries(n):
     for batch in range(1, n + 1):

@@ -93,8 +93,8 @@ def build_patient_table(index: pd.DataFrame, single_ecg_patients: str = "exclude
 
     Args:
         index: one row per record with a ``patient_id`` column and optionally ``ecg_group``
-            (rows sharing a value are copies of one ECG). Without ``ecg_group`` every row is its
-            own ECG.
+            (rows sharing a value are copies of one ECG; a missing value is an ECG of its own).
+            Without ``ecg_group`` every row is its own ECG.
         single_ecg_patients: ``'exclude'`` leaves patients with one distinct ECG out (they are
             counted); ``'augment'`` keeps them, to be paired with an augmented copy.
 
@@ -116,6 +116,8 @@ def build_patient_table(index: pd.DataFrame, single_ecg_patients: str = "exclude
     patient_codes, unique_patients = pd.factorize(patient_ids, sort=True)
     if "ecg_group" in index:
         group_codes, unique_groups = pd.factorize(index["ecg_group"])
+        missing = group_codes < 0  # no group: a copy of nothing else
+        group_codes[missing] = len(unique_groups) + np.arange(missing.sum())
         owners = pd.DataFrame({"group": group_codes, "patient": patient_codes})
         per_group = owners.groupby("group")["patient"].nunique()
         if (per_group > 1).any():
@@ -139,14 +141,9 @@ def build_patient_table(index: pd.DataFrame, single_ecg_patients: str = "exclude
     single = groups_per_patient == 1
     keep_patient = groups_per_patient >= (1 if single_ecg_patients == "augment" else 2)
 
-    keep_group = keep_patient[group_patient]
-    kept_group_start = group_start[keep_group]
-    group_end = np.r_[group_start[1:], len(rows)][keep_group]
-    kept_rows = np.concatenate(
-        [rows[s:e] for s, e in zip(kept_group_start, group_end, strict=True)]
-        or [np.zeros(0, np.int64)]
-    )
-    record_offsets = np.r_[0, np.cumsum(group_end - kept_group_start)]
+    group_size = np.diff(np.r_[group_start, len(rows)])
+    kept_rows = rows[keep_patient[row_patient]]
+    record_offsets = np.r_[0, np.cumsum(group_size[keep_patient[group_patient]])]
     pairable = np.flatnonzero(keep_patient)
     group_offsets = np.r_[0, np.cumsum(groups_per_patient[pairable])]
     return PatientTable(
