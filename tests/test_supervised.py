@@ -1,17 +1,15 @@
 """Supervised baselines: scratch training learns a simple task; fine-tuning starts from the given
-encoder; learning curves accept the network as a source."""
+encoder; ``pclr probe`` runs them as learning-curve sources."""
 
 import jax
 import numpy as np
 import pytest
 from sklearn.metrics import r2_score, roc_auc_score
 
-from pclr_jax.evaluation.probe import learning_curve
 from pclr_jax.evaluation.supervised import (
     SupervisedConfig,
     init_supervised_variables,
     predict_supervised,
-    supervised_source,
     train_supervised,
 )
 from pclr_jax.model import EncoderConfig, init_variables
@@ -87,13 +85,47 @@ def test_finetune_starts_from_the_given_encoder():
         init_supervised_variables(TINY, 1, jax.random.key(0), wrong)
 
 
-def test_network_as_a_learning_curve_source_with_patient_groups():
-    ecgs, y, _ = offset_task(200, 3)
-    patients = np.arange(200) // 2
-    source = supervised_source(ecgs, TINY, config=SupervisedConfig(max_epochs=4, patience=2))
-    curve = learning_curve(
-        {"scratch": source}, y, patients, "binary", sizes=(60,), repeats=1, n_bootstrap=20
+def test_probe_command_with_network_baselines(tmp_path, monkeypatch, capsys):
+    """``pclr probe --data ... --baseline random_init --baseline scratch`` on a stand-in split
+    (the prepared-data reader is replaced by synthetic ECGs with a learnable label)."""
+    import json
+
+    import pandas as pd
+
+    from pclr_jax.cli import main
+    from pclr_jax.evaluation import inputs
+
+    ecgs, y, _ = offset_task(160, 5)
+    index = pd.DataFrame(
+        {
+            "sample_id": [f"r{i}" for i in range(160)],
+            "record_id": [f"r{i}" for i in range(160)],
+            "patient_id": np.arange(160) // 2,
+            "af": np.where(np.arange(160) % 9 == 0, -1, y),  # -1: unknown, left out
+        }
     )
-    row = curve.results.query("metric == 'auroc'").iloc[0]
-    assert row["n_train"] == 60 and row["n_test"] == 40
-    assert 0.5 < row["value"] <= 1.0
+    splits = {"train": slice(0, 120), "test": slice(120, 160)}
+    monkeypatch.setattr(
+        inputs,
+        "load_split",
+        lambda name, split, data_dir: (
+            ecgs[splits[split]],
+            index[splits[split]].reset_index(drop=True),
+        ),
+    )
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY.to_dict()))
+    out = tmp_path / "out"
+    argv = ["probe", "--data", "standin", "--data-dir", str(tmp_path), "--test-split", "test"]
+    argv += ["--task", "af:binary", "--baseline", "random_init", "--baseline", "scratch"]
+    argv += ["--encoder-config", str(config), "--sup-epochs", "4", "--sup-patience", "2"]
+    argv += ["--sup-lr", str(FAST.learning_rate)]  # the compiled step of the tests above
+    argv += ["--sizes", "40,all", "--repeats", "1", "--bootstrap", "50", "--out", str(out)]
+    assert main(argv) == 0
+    results = pd.read_csv(out / "results.csv").query("metric == 'auroc'")
+    assert set(results["source"]) == {"random_init", "scratch"}
+    unknown_test = (index["af"][120:] == -1).sum()
+    assert (results["n_test"] == 40 - unknown_test).all()
+    assert set(results["n_train"]) == {40, 120 - (index["af"][:120] == -1).sum()}
+    assert results["value"].between(0, 1).all()
+    assert "af auroc" in capsys.readouterr().out

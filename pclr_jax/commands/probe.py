@@ -18,6 +18,7 @@ n_train, n_test), ``skipped.csv``, ``learning_curves.png``, ``summary.txt``, and
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 
@@ -95,6 +96,11 @@ def add_parser(subparsers) -> None:
         "scratch (the network trained on the labels), finetune (from the first --weights)",
     )
     supervised = parser.add_argument_group("supervised baselines (scratch, finetune)")
+    supervised.add_argument(
+        "--encoder-config",
+        help="JSON file of EncoderConfig fields for random_init/scratch when no --weights is "
+        "given (default: the released architecture for the data's length and leads)",
+    )
     supervised.add_argument("--sup-lr", type=float, default=1e-3)
     supervised.add_argument("--sup-epochs", type=int, default=30)
     supervised.add_argument("--sup-batch-size", type=int, default=32)
@@ -211,17 +217,26 @@ def _embed_with_weights(args, ecgs, sources) -> list:
 
 
 def _baselines(args, ecgs, encoders, sources) -> dict:
-    """Adds ``random_init`` features to ``sources``; returns the network baselines by name."""
+    """Adds ``random_init`` features to ``sources``; returns the network baselines by name
+    (``{name: (model_config, encoder_variables or None)}``) and their training config."""
     from pclr_jax.evaluation import supervised
     from pclr_jax.model import EncoderConfig
 
     if "finetune" in args.baseline and not encoders:
         raise ValueError("--baseline finetune needs --weights (the encoder to fine-tune)")
-    model_config = (
-        encoders[0].config
-        if encoders
-        else EncoderConfig(n_samples=ecgs.shape[1], n_leads=ecgs.shape[2])
-    )
+    if encoders:
+        model_config = encoders[0].config
+    elif args.encoder_config:
+        model_config = EncoderConfig.from_dict(
+            json.loads(pathlib.Path(args.encoder_config).read_text())
+        )
+    else:
+        model_config = EncoderConfig(n_samples=ecgs.shape[1], n_leads=ecgs.shape[2])
+    if (model_config.n_samples, model_config.n_leads) != ecgs.shape[1:]:
+        raise ValueError(
+            f"the encoder expects ECGs of ({model_config.n_samples}, {model_config.n_leads}), "
+            f"the data has {ecgs.shape[1:]}"
+        )
     config = supervised.SupervisedConfig(
         learning_rate=args.sup_lr,
         max_epochs=args.sup_epochs,
