@@ -5,7 +5,8 @@
 * :func:`build_keras_encoder` is an independent Keras implementation of the architecture from an
   :class:`~pclr_jax.model.EncoderConfig`, written with the Keras functional API after ml4h's
   ``ResidualUnit``, that also reports which Keras layer plays which Flax module;
-* :func:`randomize` gives any such model random weights and non-trivial batch-norm statistics.
+* :func:`randomize` gives any such model random weights and non-trivial batch-norm statistics;
+* ``TINY`` and ``ODD`` are small encoder configurations for fast tests.
 """
 
 from __future__ import annotations
@@ -21,6 +22,31 @@ from pclr_jax.model import EncoderConfig
 
 GRAPHS = pathlib.Path(__file__).parent / "data" / "keras"
 SHARED_NAMES = ("pclr", "pclr_lead_i", "pclr_lead_ii", "pclr_with_head")
+# Small configurations for fast tests: TINY has the released structure at a small size.
+TINY = EncoderConfig(
+    n_samples=256,
+    unit_samples=(64, 16, 8, 4),
+    unit_filters=(16, 16, 24, 32),
+    stem_filters=8,
+    kernel_size=5,
+    head_sizes=(32, 32),
+)
+# Odd lengths, a stride-1 unit (no max pool) at the stem's width (no skip conv), swish, dropout,
+# no stem batch norm, an odd kernel: 250 -> 250 -> 84 -> 17 -> 5 samples.
+ODD = EncoderConfig(
+    n_leads=2,
+    n_samples=250,
+    unit_samples=(250, 64, 16, 4),
+    unit_filters=(8, 16, 16, 24),
+    stem_filters=8,
+    kernel_size=7,
+    activation="swish",
+    dropout=0.2,
+    stem_batch_norm=False,
+    head_sizes=(16, 8, 8),
+    bn_epsilon=1e-5,
+    bn_momentum=0.9,
+)
 # Builds skip Keras' random initialisers (one compilation per weight shape); randomize() follows.
 ZERO_INIT = {"kernel_initializer": "zeros"}
 

@@ -7,6 +7,16 @@ import jax
 import keras
 import numpy as np
 import pytest
+from keras_reference import (
+    GRAPHS,
+    ODD,
+    SHARED_NAMES,
+    TINY,
+    build_keras_encoder,
+    build_shared,
+    randomize,
+    shared_graph,
+)
 
 from pclr_jax.cli import main
 from pclr_jax.encoder_checkpoint import read_metadata, restore_encoder, save_encoder
@@ -14,15 +24,6 @@ from pclr_jax.keras_export import model_config, write_keras_h5
 from pclr_jax.keras_graph import parse_model_config, trace_resnet
 from pclr_jax.keras_h5 import read_keras_h5, read_str_list_attr
 from pclr_jax.model import EncoderConfig, PCLRModel, count_parameters, init_variables
-from tests.keras_reference import (
-    GRAPHS,
-    SHARED_NAMES,
-    build_keras_encoder,
-    build_shared,
-    randomize,
-    shared_graph,
-)
-from tests.test_model import ODD, TINY
 
 EXPECTED = {
     "pclr": dict(n_leads=12, n_samples=4096, stem_batch_norm=True, head_sizes=(), out="embed"),

@@ -5,34 +5,16 @@ import jax
 import keras
 import numpy as np
 import pytest
+from keras_reference import (
+    ODD,
+    TINY,
+    build_keras_encoder,
+    flax_variables,
+    randomize,
+    shared_graph,
+)
 
 from pclr_jax.model import EncoderConfig, PCLRModel, count_parameters, init_variables
-from tests.keras_reference import build_keras_encoder, flax_variables, randomize, shared_graph
-
-TINY = EncoderConfig(
-    n_samples=256,
-    unit_samples=(64, 16, 8, 4),
-    unit_filters=(16, 16, 24, 32),
-    stem_filters=8,
-    kernel_size=5,
-    head_sizes=(32, 32),
-)
-# Odd lengths, a stride-1 unit (no max pool) at the stem's width (no skip conv), swish, dropout,
-# no stem batch norm, an odd kernel: 250 -> 250 -> 84 -> 17 -> 5 samples.
-ODD = EncoderConfig(
-    n_leads=2,
-    n_samples=250,
-    unit_samples=(250, 64, 16, 4),
-    unit_filters=(8, 16, 16, 24),
-    stem_filters=8,
-    kernel_size=7,
-    activation="swish",
-    dropout=0.2,
-    stem_batch_norm=False,
-    head_sizes=(16, 8, 8),
-    bn_epsilon=1e-5,
-    bn_momentum=0.9,
-)
 
 
 def _close(actual, expected):
