@@ -136,6 +136,11 @@ def read_keras_h5(path: str | os.PathLike) -> KerasModel:
     graph is not the PCLR ResNet, a layer type or option is unsupported, or a weight is missing
     or has the wrong shape.
     """
+    if not h5py.is_hdf5(path):
+        raise ValueError(
+            f"{path} is not an HDF5 file (Keras 3 '.keras' archives are not read; save the model "
+            "with model.save('model.h5'))"
+        )
     with h5py.File(path, "r") as f:
         model_config = _read_text_attr(f.attrs, "model_config")
         if model_config is None:

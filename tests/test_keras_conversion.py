@@ -296,6 +296,21 @@ def test_recorded_keras3_shape_mismatch_is_refused(keras_files):
         trace_resnet(parse_model_config(graph))
 
 
+def test_inconsistent_dropout_is_refused_by_name():
+    graph, _ = model_config(ODD, with_head=True)
+    dropout = next(layer for layer in graph["config"]["layers"] if layer["name"] == "dropout_3")
+    dropout["config"]["rate"] = 0.5
+    with pytest.raises(ValueError, match="'dropout_3' drops 0.5"):
+        trace_resnet(parse_model_config(graph))
+
+
+def test_non_hdf5_file_is_refused(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"PK\x03\x04 not an HDF5 file")
+    with pytest.raises(ValueError, match="not an HDF5 file"):
+        read_keras_h5(path)
+
+
 def test_orbax_checkpoint_needs_consistent_head(tmp_path):
     variables = _random_variables(TINY, 1)
     encoder_only = {
