@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -43,6 +44,12 @@ def plot_learning_curves(
             ax.plot(line["size"], mean, marker="o", label=source, color=colours[source])
             ax.fill_between(line["size"], mean - std, mean + std, alpha=0.2, color=colours[source])
         ax.set_xscale("log")
+        ticks = part.groupby("size_label", sort=False)["size"].mean().sort_values()
+        ax.set_xticks(
+            ticks.to_numpy(),
+            [f"all\n({v:,.0f})" if k == "all" else f"{v:,.0f}" for k, v in ticks.items()],
+        )
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(task)
         ax.set_xlabel("training ECGs")
         ax.set_ylabel(METRIC_NAMES.get(metric, metric))
