@@ -334,3 +334,56 @@ def test_eval_batches_cover_every_record_in_index_order(split):
     assert list(itertools.chain.from_iterable(b["row"][b["mask"]] for b in batches)) == list(
         range(n)
     )
+
+
+# --- a real prepared data set (tfds array_record) -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prepared_tiny(tmp_path_factory):
+    from pclr_jax.data.builders.pclr_synthetic import PclrSynthetic
+    from pclr_jax.data.prepared import load_prepared
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    PclrSynthetic(config="tiny", data_dir=str(data_dir), workers=0).download_and_prepare()
+    return load_prepared("pclr_synthetic", "train", data_dir, config="tiny")
+
+
+def test_loader_on_a_prepared_split_pairs_patients_and_resumes(prepared_tiny):
+    index = prepared_tiny.index
+    rows = {rid: row for row, rid in enumerate(index["record_id"])}
+    patients = sorted(index["patient_id"].unique())
+    config = PairLoaderConfig(batch_pairs=8, seed=1, augmentations=NOISE)
+    loader = make_pair_loader(prepared_tiny, config, 0, 1)
+    batches = take(loader, 4)
+    for batch in batches:
+        assert batch["view_a"].shape == (8, 256, 12) and batch["view_a"].dtype == np.float32
+        assert len(set(batch["patient_id"])) == 8
+        for k in range(8):
+            a, b = (
+                index.iloc[rows[batch["record_id_a"][k]]],
+                index.iloc[rows[batch["record_id_b"][k]]],
+            )
+            assert a.patient_id == b.patient_id == patients[batch["patient_id"][k]]
+            assert a.ecg_group != b.ecg_group
+    plain = next(make_pair_loader(prepared_tiny, PairLoaderConfig(batch_pairs=8, seed=1), 0, 1))
+    row = rows[plain["record_id_b"][0]]
+    stored = prepared_tiny.source[row]["ecg"]
+    assert stored.dtype == np.float16
+    np.testing.assert_array_equal(plain["view_b"][0], stored.astype(np.float32))
+    state = loader.get_state()
+    expected = next(loader)
+    resumed = make_pair_loader(prepared_tiny, config, 0, 1)
+    resumed.set_state(state)
+    assert_batches_equal(expected, next(resumed))
+
+
+def test_eval_batches_on_a_prepared_split(prepared_tiny):
+    batches = list(iter_eval_batches(prepared_tiny, 16))
+    record_ids = np.concatenate([b["record_id"][b["mask"]] for b in batches])
+    np.testing.assert_array_equal(record_ids, prepared_tiny.index["record_id"].to_numpy())
+    last = len(prepared_tiny.index) - 1
+    np.testing.assert_array_equal(
+        np.concatenate([b["ecg"][b["mask"]] for b in batches])[last],
+        prepared_tiny.source[last]["ecg"].astype(np.float32),
+    )
