@@ -56,6 +56,7 @@ def add_parser(subparsers) -> None:
     )
     inputs.add_argument("--data", help="prepared data set name (see `pclr prepare`)")
     inputs.add_argument("--data-dir", help="directory of the prepared data sets")
+    inputs.add_argument("--data-config", help="builder config of --data (default: its default)")
     inputs.add_argument("--split", default="train", help="split to evaluate on (default train)")
     inputs.add_argument(
         "--test-split",
@@ -162,10 +163,12 @@ def _load_inputs(args):
     if args.data:
         if not args.data_dir:
             raise ValueError("--data needs --data-dir")
-        ecgs, table = inputs.load_split(args.data, args.split, args.data_dir)
+        ecgs, table = inputs.load_split(args.data, args.split, args.data_dir, args.data_config)
         table["_test"] = False
         if args.test_split:
-            test_ecgs, test_table = inputs.load_split(args.data, args.test_split, args.data_dir)
+            test_ecgs, test_table = inputs.load_split(
+                args.data, args.test_split, args.data_dir, args.data_config
+            )
             ecgs = np.concatenate([ecgs, test_ecgs])
             table = pd.concat([table, test_table.assign(_test=True)], ignore_index=True)
         _log(f"{args.data}: {len(table):,} ECGs from {args.split} {args.test_split or ''}")
@@ -272,7 +275,7 @@ def _task_curves(args, table, sources, ecgs, test_rows, networks, sup_config, si
         rows = np.flatnonzero(known)
         y, classes = probe.encode_labels(values.to_numpy()[rows], task.kind)
         described = (
-            f"positive class {classes[1]!r}"
+            f"positive class {str(classes[1])!r}"
             if task.kind == "binary"
             else (f"{len(classes)} classes" if len(classes) else "continuous")
         )

@@ -94,12 +94,15 @@ def align(
     return kept, features, notes
 
 
-def load_split(name: str, split: str, data_dir: str) -> tuple[np.ndarray, pd.DataFrame]:
-    """ECGs ``(N, n_samples, 12)`` float16 mV and the index of a prepared split, with the index's
-    ``record_id`` also as ``sample_id`` (``pclr_jax.data.prepared.load_prepared``)."""
+def load_split(
+    name: str, split: str, data_dir: str, config: str | None = None
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """ECGs ``(N, n_samples, 12)`` float16 mV and the index of a prepared split
+    (``pclr_jax.data.prepared.load_prepared``), with the index's ``record_id`` also as
+    ``sample_id``."""
     from pclr_jax.data.prepared import load_prepared
 
-    prepared = load_prepared(name, split, data_dir)
+    prepared = load_prepared(name, split, data_dir, config)
     index = prepared.index.reset_index(drop=True).copy()
     ecgs = np.stack([np.asarray(prepared.source[i]["ecg"], np.float16) for i in range(len(index))])
     index.insert(0, ID_COLUMN, index["record_id"].astype(str))
