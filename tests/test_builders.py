@@ -170,3 +170,22 @@ def test_prepared_split_is_readable_without_tensorflow(synthetic_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     n_train = len(load_prepared("pclr_synthetic", "train", synthetic_dir, config="tiny").index)
     assert done.stdout.split()[-3:] == [str(n_train), "float16", "256x12"]
+
+
+def test_prepare_command_prints_the_counts_and_skips_a_prepared_set(synthetic_dir, capsys):
+    from pclr_jax.cli import main
+    from pclr_jax.commands.prepare import DATASETS
+    from pclr_jax.data.builders import BUILDERS
+
+    assert set(DATASETS) == set(BUILDERS)
+    assert (
+        main(["prepare", "pclr_synthetic", "--config", "tiny", "--data-dir", str(synthetic_dir)])
+        == 0
+    )
+    out = capsys.readouterr().out
+    report = json.loads(
+        (synthetic_dir / "pclr_synthetic/tiny/1.0.0/prepare_report.json").read_text()
+    )
+    assert "already prepared" in out
+    assert f"records in {report['input_records']:,} = written {report['written_total']:,}" in out
+    assert main(["prepare", "pclr_synthetic", "--config", "nope", "--data-dir", "x"]) == 2

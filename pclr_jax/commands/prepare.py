@@ -1,0 +1,100 @@
+"""``pclr prepare``: write a prepared data set (tfds ``array_record`` shards + per-split index).
+
+Examples::
+
+    # The synthetic default (no download):
+    pclr prepare pclr_synthetic --data-dir ~/pclr_data
+
+    # PTB-XL from a PhysioNet download, ECGs at the model's 4096 samples:
+    pclr prepare ptbxl --manual-dir ~/ptb-xl-1.0.3 --data-dir ~/pclr_data
+
+    # A folder of WFDB/HDF5/.npy files with records.csv (record, patient_id, ...):
+    pclr prepare pclr_ecg_folder --manual-dir my_ecgs --data-dir ~/pclr_data --config tiny
+
+Records are read and resampled by ``--workers`` processes while this process serialises and writes
+shards. A data set (name, config, version) that is complete in ``--data-dir`` is not prepared
+again; an interrupted run leaves only a temporary directory, which the next run replaces. Prints
+the counts: records in = written + quarantined + duplicate copies (see ``quarantine.csv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+DATASETS = ("pclr_synthetic", "ptbxl", "mimic_iv_ecg", "code15", "pclr_ecg_folder")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "prepare",
+        help="prepare a data set as tfds array_record shards with a per-split index",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("name", choices=DATASETS, help="data set builder")
+    parser.add_argument("--manual-dir", help="the source files (all but pclr_synthetic)")
+    parser.add_argument(
+        "--data-dir", help="where prepared data sets live (default: tfds's, ~/tensorflow_datasets)"
+    )
+    parser.add_argument("--config", default="default", help="builder config (default: default)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="reader processes (default: CPUs - 1; 0 reads in this process)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import tensorflow_datasets as tfds
+
+    from pclr_jax.data.builders import BUILDERS
+
+    builder_cls = BUILDERS[args.name]
+    configs = [config.name for config in builder_cls.BUILDER_CONFIGS]
+    if args.config not in configs:
+        print(
+            f"pclr prepare: {args.name} has configs {configs}, not {args.config!r}", file=sys.stderr
+        )
+        return 2
+    builder = builder_cls(config=args.config, data_dir=args.data_dir, workers=args.workers)
+    reused = builder.is_prepared()
+    start = time.perf_counter()
+    manual_dir = os.path.expanduser(args.manual_dir) if args.manual_dir else None
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+    )
+    elapsed = time.perf_counter() - start
+    directory = builder.data_path
+    report_path = directory / "prepare_report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    print(summary(report, os.fspath(directory), None if reused else elapsed))
+    return 0
+
+
+def summary(report: dict, directory: str, elapsed: float | None) -> str:
+    """Human-readable counts of a prepare report."""
+    lines = [f"{report.get('name')}/{report.get('config')} {report.get('version')}: {directory}"]
+    if elapsed is None:
+        lines.append("already prepared: nothing to do")
+    written = report.get("written", {})
+    for split, count in written.items():
+        patients = report.get("patients", {}).get(split, 0)
+        lines.append(f"  {split:<10} {count:>9,} ECGs  {patients:>8,} patients")
+    lines.append(
+        f"  records in {report.get('input_records', 0):,} = written "
+        f"{report.get('written_total', 0):,} + quarantined {report.get('quarantined', 0):,} "
+        f"+ duplicate copies {report.get('duplicates', 0):,}"
+    )
+    for reason, count in report.get("quarantined_by_reason", {}).items():
+        lines.append(f"  quarantined {reason}: {count:,} (see quarantine.csv)")
+    if elapsed is not None and elapsed > 0:
+        lines.append(
+            f"  {elapsed:.1f} s, {report.get('written_total', 0) / elapsed:,.0f} ECG/s written"
+        )
+    return "\n".join(lines)
