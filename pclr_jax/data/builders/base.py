@@ -199,9 +199,12 @@ class ECGBuilder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         config: ECGConfig = self.builder_config
         features = {
+            # Raw bytes: tfds otherwise serialises float16 as a float32 list (2x the bytes, and
+            # ~140x slower to serialise; see benchmarks/ingest.py and docs/data.md).
             "ecg": tfds.features.Tensor(
                 shape=(config.n_samples, N_LEADS),
                 dtype=np.float16,
+                encoding=tfds.features.Encoding.BYTES,
                 doc="(samples, leads) mV, leads I II III aVR aVL aVF V1-V6",
             ),
             "record_id": tfds.features.Text(doc="record id, unique in the data set"),
