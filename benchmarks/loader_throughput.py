@@ -8,7 +8,9 @@ measures, side by side:
 * ``source loop``: ``source[i]`` over a shuffled order, decoded to float32 (the reading floor);
 * ``pairs``: :func:`pclr_jax.data.loader.make_pair_loader` without augmentation;
 * ``pairs + augment``: with every augmentation at probability 0.5;
-* the same with grain worker processes (``--workers``).
+* the same with grain worker processes (``--workers``);
+* with ``--tfds``, all of it again on the train split of ``pclr_synthetic/small`` prepared by
+  the tensorflow-datasets builder (tf.Example records: what ``pclr prepare`` writes).
 
 ECG/s counts both views of every pair. Run: ``python benchmarks/loader_throughput.py``.
 """
@@ -107,39 +109,64 @@ def cpu_name() -> str:
     return platform.machine()
 
 
+def measure(split: SimpleNamespace, args: argparse.Namespace) -> list[tuple[str, float]]:
+    """The source loop, then the loader in every setting, on one split."""
+    source_loop_rate(split, 512)  # warm the page cache
+    rows = [("source loop (shuffled, to float32)", source_loop_rate(split, 1024))]
+    settings = [(f"threads={t}", dict(read_threads=t)) for t in args.read_threads]
+    settings += [(f"workers={w}", dict(worker_count=w)) for w in args.workers]
+    for name, options in settings:
+        for label, augmentations in (("pairs", {}), ("pairs + augment", AUGMENT_ALL)):
+            config = PairLoaderConfig(
+                batch_pairs=args.batch_pairs, seed=0, augmentations=augmentations, **options
+            )
+            rows.append((f"{label}, {name}", loader_rate(split, config, args.batches)))
+    return rows
+
+
+def prepare_synthetic(directory: pathlib.Path) -> SimpleNamespace:
+    """``pclr_synthetic/small``'s train split through the tfds builder (tf.Example records)."""
+    from pclr_jax.data.builders.pclr_synthetic import PclrSynthetic
+    from pclr_jax.data.prepared import load_prepared
+
+    PclrSynthetic(config="small", data_dir=str(directory)).download_and_prepare()
+    return load_prepared("pclr_synthetic", "train", directory, config="small")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=4096)
     parser.add_argument("--batch-pairs", type=int, default=128)
-    parser.add_argument("--batches", type=int, default=24)
-    parser.add_argument("--read-threads", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--batches", type=int, default=16)
+    parser.add_argument("--read-threads", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, nargs="*", default=[2])
     parser.add_argument("--writer-options", default="group_size:1")
+    parser.add_argument(
+        "--tfds", action="store_true", help="also measure a prepared pclr_synthetic/small split"
+    )
     args = parser.parse_args()
     print(f"{cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    tables = {}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         split = write_split(pathlib.Path(tmp), args.records, args.writer_options)
         size = sum(f.stat().st_size for f in pathlib.Path(tmp).iterdir()) / 2**20
         print(
             f"wrote {args.records} ECGs {SHAPE} float16 ({size:.0f} MiB, "
-            f"{args.writer_options!r}) in "
-            f"{time.perf_counter() - start:.1f} s"
+            f"{args.writer_options!r}) in {time.perf_counter() - start:.1f} s"
         )
-        source_loop_rate(split, 512)  # warm the page cache
-        rows = [("source loop (shuffled, to float32)", source_loop_rate(split, 2048))]
-        settings = [(f"threads={t}", dict(read_threads=t)) for t in args.read_threads]
-        settings += [(f"workers={w}", dict(worker_count=w)) for w in args.workers]
-        for name, options in settings:
-            for label, augmentations in (("pairs", {}), ("pairs + augment", AUGMENT_ALL)):
-                config = PairLoaderConfig(
-                    batch_pairs=args.batch_pairs, seed=0, augmentations=augmentations, **options
-                )
-                rows.append((f"{label}, {name}", loader_rate(split, config, args.batches)))
+        tables[f"raw ArrayRecord, {args.records} ECGs"] = measure(split, args)
+        if args.tfds:
+            prepared = prepare_synthetic(pathlib.Path(tmp) / "tfds")
+            tables[f"tfds pclr_synthetic/small train, {len(prepared.index)} ECGs"] = measure(
+                prepared, args
+            )
     print(f"load average after: {os.getloadavg()[0]:.1f} (other jobs share these cores)")
-    width = max(len(name) for name, _ in rows)
-    for name, rate in rows:
-        print(f"{name:<{width}}  {rate:8.0f} ECG/s")
+    for title, rows in tables.items():
+        print(f"\n{title}")
+        width = max(len(name) for name, _ in rows)
+        for name, rate in rows:
+            print(f"  {name:<{width}}  {rate:8.0f} ECG/s")
 
 
 if __name__ == "__main__":
