@@ -85,47 +85,33 @@ def test_finetune_starts_from_the_given_encoder():
         init_supervised_variables(TINY, 1, jax.random.key(0), wrong)
 
 
-def test_probe_command_with_network_baselines(tmp_path, monkeypatch, capsys):
-    """``pclr probe --data ... --baseline random_init --baseline scratch`` on a stand-in split
-    (the prepared-data reader is replaced by synthetic ECGs with a learnable label)."""
+def test_probe_command_with_network_baselines_on_a_prepared_data_set(tmp_path, capsys):
+    """``pclr probe --data pclr_synthetic --baseline random_init --baseline scratch``."""
     import json
 
     import pandas as pd
 
     from pclr_jax.cli import main
-    from pclr_jax.evaluation import inputs
+    from pclr_jax.data.builders.pclr_synthetic import PclrSynthetic
 
-    ecgs, y, _ = offset_task(160, 5)
-    index = pd.DataFrame(
-        {
-            "sample_id": [f"r{i}" for i in range(160)],
-            "record_id": [f"r{i}" for i in range(160)],
-            "patient_id": np.arange(160) // 2,
-            "af": np.where(np.arange(160) % 9 == 0, -1, y),  # -1: unknown, left out
-        }
-    )
-    splits = {"train": slice(0, 120), "test": slice(120, 160)}
-    monkeypatch.setattr(
-        inputs,
-        "load_split",
-        lambda name, split, data_dir: (
-            ecgs[splits[split]],
-            index[splits[split]].reset_index(drop=True),
-        ),
-    )
+    PclrSynthetic(config="tiny", data_dir=str(tmp_path), workers=0).download_and_prepare()
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(TINY.to_dict()))
     out = tmp_path / "out"
-    argv = ["probe", "--data", "standin", "--data-dir", str(tmp_path), "--test-split", "test"]
-    argv += ["--task", "af:binary", "--baseline", "random_init", "--baseline", "scratch"]
-    argv += ["--encoder-config", str(config), "--sup-epochs", "4", "--sup-patience", "2"]
+    argv = ["probe", "--data", "pclr_synthetic", "--data-config", "tiny"]
+    argv += ["--data-dir", str(tmp_path), "--split", "train", "--test-fraction", "0.3"]
+    argv += ["--task", "sex:binary", "--baseline", "random_init", "--baseline", "scratch"]
+    argv += ["--encoder-config", str(config), "--sup-epochs", "3", "--sup-patience", "2"]
     argv += ["--sup-lr", str(FAST.learning_rate)]  # the compiled step of the tests above
-    argv += ["--sizes", "40,all", "--repeats", "1", "--bootstrap", "50", "--out", str(out)]
-    assert main(argv) == 0
+    argv += ["--sizes", "40,all", "--repeats", "1", "--bootstrap", "50", "--retrieval"]
+    assert main([*argv, "--out", str(out)]) == 0
     results = pd.read_csv(out / "results.csv").query("metric == 'auroc'")
     assert set(results["source"]) == {"random_init", "scratch"}
-    unknown_test = (index["af"][120:] == -1).sum()
-    assert (results["n_test"] == 40 - unknown_test).all()
-    assert set(results["n_train"]) == {40, 120 - (index["af"][:120] == -1).sum()}
+    assert set(results["size_label"].astype(str)) == {"40", "all"}
+    full = results.query("size_label == 'all'")
+    assert (full["n_train"] + full["n_test"] == 109).all()  # the tiny train split
     assert results["value"].between(0, 1).all()
-    assert "af auroc" in capsys.readouterr().out
+    retrieval = pd.read_csv(out / "retrieval.csv").set_index("source")
+    assert retrieval.loc["random_init", "n_queries"] == 109  # every patient has 2-3 ECGs
+    printed = capsys.readouterr().out
+    assert "sex auroc" in printed and "retrieval random_init: top-1" in printed
