@@ -282,7 +282,16 @@ class ECGBuilder(tfds.core.GeneratorBasedBuilder):
             yield len(rows) - 1, example
 
     def _download_and_prepare(self, dl_manager, download_config):
-        super()._download_and_prepare(dl_manager, download_config)
+        try:
+            super()._download_and_prepare(dl_manager, download_config)
+        except AssertionError as error:
+            if "No examples were yielded" not in str(error) or not self._run.quarantined:
+                raise
+            reasons = pd.Series([q["reason"] for q in self._run.quarantined]).value_counts()
+            raise ValueError(
+                f"{self.name}: a split has no records left after quarantine "
+                f"({reasons.to_dict()}); e.g. {self._run.quarantined[0]['message']}"
+            ) from error
         self._write_side_files(epath.Path(self.data_dir))
 
     def _write_side_files(self, directory: epath.Path) -> None:
