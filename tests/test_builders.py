@@ -189,3 +189,195 @@ def test_prepare_command_prints_the_counts_and_skips_a_prepared_set(synthetic_di
     assert "already prepared" in out
     assert f"records in {report['input_records']:,} = written {report['written_total']:,}" in out
     assert main(["prepare", "pclr_synthetic", "--config", "nope", "--data-dir", "x"]) == 2
+
+
+# Builders of real collections, each on a tiny fake copy in its documented layout.
+
+MIMIC_LEADS = ["I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6"]
+STANDARD = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+
+
+def ml4h_resample(signal: np.ndarray, n_samples: int) -> np.ndarray:
+    """Independent reference: linear interpolation of the whole record onto n_samples points."""
+    source = np.linspace(0.0, 1.0, len(signal))
+    target = np.linspace(0.0, 1.0, n_samples)
+    return np.stack([np.interp(target, source, lead) for lead in signal.T], axis=1)
+
+
+def fake_signal(rng, n: int, fs: float) -> np.ndarray:
+    t = np.arange(n) / fs
+    phase = rng.uniform(0, 2 * np.pi, 12)
+    return np.sin(2 * np.pi * 1.2 * t[:, None] + phase) * rng.uniform(0.2, 1.5, 12)
+
+
+def write_wfdb(path, signal: np.ndarray, fs: float, leads: list[str]) -> None:
+    import wfdb
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wfdb.wrsamp(
+        path.name,
+        fs=fs,
+        units=["mV"] * 12,
+        sig_name=leads,
+        p_signal=signal,
+        fmt=["16"] * 12,
+        adc_gain=[1000.0] * 12,
+        baseline=[0] * 12,
+        write_dir=str(path.parent),
+    )
+
+
+def prepare(builder_cls, manual_dir, data_dir, config="tiny"):
+    import tensorflow_datasets as tfds
+
+    builder = builder_cls(config=config, data_dir=str(data_dir), workers=0)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
+    )
+    return builder
+
+
+def all_examples(name, data_dir, config="tiny"):
+    out = {}
+    for split in ("train", "validation", "test"):
+        try:
+            prepared = load_prepared(name, split, data_dir, config=config)
+        except KeyError:
+            continue
+        for i in range(len(prepared.source)):
+            item = prepared.source[i]
+            assert item["record_id"].decode() == prepared.index.record_id.iloc[i]
+            out[item["record_id"].decode()] = (split, item, prepared.index.iloc[i])
+    return out
+
+
+def test_mimic_iv_ecg_layout(tmp_path):
+    from pclr_jax.data.builders import MimicIvEcg
+
+    rng = np.random.default_rng(0)
+    root, rows, signals = tmp_path / "mimic", [], {}
+    for subject in (10000032, 10000117, 10000980):
+        for k in range(2):
+            study = subject * 10 + k
+            relative = f"files/p{str(subject)[:4]}/p{subject}/s{study}/{study}"
+            signals[str(study)] = (subject, fake_signal(rng, 5000, 500.0))
+            write_wfdb(root / relative, signals[str(study)][1], 500.0, MIMIC_LEADS)
+            rows.append((subject, study, f"{study}", "2180-07-23 08:44:00", relative))
+    pd.DataFrame(rows, columns=["subject_id", "study_id", "file_name", "ecg_time", "path"]).to_csv(
+        root / "record_list.csv", index=False
+    )
+    prepare(MimicIvEcg, root, tmp_path / "out")
+    examples = all_examples("mimic_iv_ecg", tmp_path / "out")
+    assert sorted(examples) == sorted(signals)
+    order = [MIMIC_LEADS.index(name) for name in STANDARD]
+    for record_id, (_, item, row) in examples.items():
+        subject, signal = signals[record_id]
+        assert row["patient_id"] == str(subject) and item["sampling_rate"] == 500.0
+        assert row["sex"] == -1 and np.isnan(row["age"])
+        reference = ml4h_resample(signal[:, order], 256)
+        np.testing.assert_allclose(item["ecg"].astype(np.float32), reference, atol=2e-3, rtol=2e-3)
+    by_patient = pd.DataFrame([(r[2]["patient_id"], r[0]) for r in examples.values()])
+    assert by_patient.groupby(0)[1].nunique().max() == 1
+
+
+def test_code15_layout_trims_padding_and_quarantines(tmp_path):
+    import h5py
+
+    from pclr_jax.data.builders import Code15
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "code15"
+    root.mkdir()
+    ten = np.zeros((4096, 12), np.float32)
+    ten[48:4048] = fake_signal(rng, 4000, 400.0)
+    seven = np.zeros((4096, 12), np.float32)
+    seven[648:3448] = fake_signal(rng, 2800, 400.0)
+    other = np.zeros((4096, 12), np.float32)
+    other[48:4048] = fake_signal(rng, 4000, 400.0)
+    with h5py.File(root / "exams_part0.hdf5", "w") as f:
+        f["tracings"] = np.stack([ten, seven, other, np.zeros((4096, 12), np.float32)])
+        f["exam_id"] = np.array([101, 102, 103, 0])
+    pd.DataFrame(
+        {
+            "exam_id": [101, 102, 103, 104],
+            "age": [61, 45, 61, 30],
+            "is_male": [True, False, True, False],
+            "nn_predicted_age": [60.0, 44.0, 62.0, 31.0],
+            "1dAVb": [False, False, True, False],
+            "RBBB": [False, True, False, False],
+            "LBBB": False,
+            "SB": False,
+            "AF": [True, False, False, False],
+            "ST": False,
+            "patient_id": [7, 7, 9, 9],
+            "normal_ecg": [False, True, False, True],
+            "death": [False, None, None, None],
+            "timey": [1.5, None, None, None],
+            "trace_file": ["exams_part0.hdf5", "exams_part0.hdf5", None, None],
+        }
+    ).to_csv(root / "exams.csv", index=False)
+    builder = prepare(Code15, root, tmp_path / "out")
+    examples = all_examples("code15", tmp_path / "out")
+    assert sorted(examples) == ["101", "103"]
+    _, item, row = examples["101"]
+    np.testing.assert_allclose(
+        item["ecg"].astype(np.float32), ml4h_resample(ten[48:4048], 256), atol=2e-3, rtol=2e-3
+    )
+    assert (row["patient_id"], row["sex"], row["af"], row["age"]) == ("7", 0, 1, 61.0)
+    assert examples["103"][2]["first_degree_av_block"] == 1
+    assert examples["103"][2]["patient_id"] == "9" and examples["103"][2]["sex"] == 0
+    quarantine = pd.read_csv(f"{builder.data_dir}/quarantine.csv").set_index("record_id")
+    assert quarantine.loc[102, "reason"] == "too_short"  # 7 s exam, 10 s expected
+    assert quarantine.loc[104, "reason"] == "missing_file"
+    report = json.loads(open(f"{builder.data_dir}/prepare_report.json").read())
+    assert report["input_records"] == 4 == report["written_total"] + report["quarantined"]
+
+
+def test_ptbxl_from_the_patient_map_table(tmp_path):
+    from pclr_jax.data.builders import Ptbxl
+
+    rng = np.random.default_rng(2)
+    root = tmp_path / "ptbxl"
+    rows = []
+    for ecg_id, patient, fold, age, codes in [
+        (1, 15709, 3, 56.0, "{'LVOLT': 0.0, 'NORM': 100.0, 'SR': 0.0}"),
+        (2, 15709, 3, 57.0, "{'AFIB': 100.0, 'IMI': 50.0, 'LVH': 100.0}"),
+        (3, 20372, 9, 300.0, "{'CLBBB': 100.0}"),
+        (4, 17014, 10, 40.0, "{'SR': 0.0}"),
+    ]:
+        filename = f"records100/00000/{ecg_id:05d}_lr"
+        write_wfdb(
+            root / filename,
+            fake_signal(rng, 1000, 100.0),
+            100.0,
+            ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"],
+        )
+        rows.append((ecg_id, patient, age, ecg_id % 2, codes, fold, filename))
+    columns = ["ecg_id", "patient_id", "age", "sex", "scp_codes", "strat_fold", "filename_lr"]
+    pd.DataFrame(rows, columns=columns).to_csv(root / "ptbxl_patient_map.csv", index=False)
+    prepare(Ptbxl, root, tmp_path / "out")
+    examples = all_examples("ptbxl", tmp_path / "out")
+    assert {k: v[0] for k, v in examples.items()} == {
+        "1": "train",
+        "2": "train",
+        "3": "validation",
+        "4": "test",
+    }
+    row = examples["2"][2]
+    assert (row["af"], row["lvh"], row["superclass_MI"], row["superclass_HYP"]) == (1, 1, 1, 1)
+    assert (row["superclass_NORM"], row["superclass_CD"]) == (0, 0)
+    assert examples["1"][2]["superclass_NORM"] == 1 and examples["1"][2]["af"] == 0
+    assert examples["3"][2]["superclass_CD"] == 1 and np.isnan(examples["3"][2]["age"])
+    assert (
+        examples["4"][2][[f"superclass_{c}" for c in ("NORM", "MI", "STTC", "CD", "HYP")]].sum()
+        == 0
+    )
+    import wfdb
+
+    record = wfdb.rdrecord(str(root / "records100/00000/00003_lr"))
+    np.testing.assert_allclose(
+        examples["3"][1]["ecg"].astype(np.float32),
+        ml4h_resample(record.p_signal, 256),
+        atol=2e-3,
+        rtol=2e-3,
+    )
