@@ -13,26 +13,30 @@ import pandas as pd  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 # t-SNE runs on this many principal components of the standardised embeddings.
 TSNE_PCA_COMPONENTS = 50
 
 
-def project_2d(embeddings: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
+def project_2d(embeddings: np.ndarray, method: str, seed: int = 0, threads: int | None = 1):
     """``(N, D)`` embeddings -> ``(N, 2)`` coordinates by ``method`` 'pca' or 'tsne'.
 
     Features are standardised first. t-SNE (perplexity min(30, (N - 1) / 3), PCA
-    initialisation) runs on the first 50 principal components.
+    initialisation) runs on the first 50 principal components. ``threads`` caps BLAS/OpenMP
+    threads (None: no cap): on a 2-core machine shared with other jobs, t-SNE of 2,000 x 320
+    took 13 s on one thread against 42 s with the default threads (250 points: 1 s against 8-21 s).
     """
     x = StandardScaler().fit_transform(np.asarray(embeddings, np.float64))
-    if method == "pca":
-        return PCA(2, random_state=seed).fit_transform(x)
-    if method == "tsne":
+    if method not in ("pca", "tsne"):
+        raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
+    with threadpool_limits(threads):
+        if method == "pca":
+            return PCA(2, random_state=seed).fit_transform(x)
         components = min(TSNE_PCA_COMPONENTS, x.shape[0], x.shape[1])
         reduced = PCA(components, random_state=seed).fit_transform(x)
         perplexity = min(30.0, (len(x) - 1) / 3)
         return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(reduced)
-    raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
 
 
 def _scatter(ax, xy: np.ndarray, labels: pd.Series, label_name: str) -> None:
