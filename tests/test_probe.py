@@ -259,3 +259,28 @@ def test_probe_command_reports_bad_inputs_clearly(tmp_path):
         main(["probe", "--embeddings", f"x={tmp_path / 'nan.csv'}", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="need --data"):
         main(["probe", "--baseline", "scratch", "--out", str(tmp_path)])
+
+
+def test_probe_command_multi_hot_columns_from_the_embedding_file(tmp_path, capsys):
+    """Labels may ride in the embedding file; ``--task dx`` gathers the columns ``dx_<class>``."""
+    from pclr_jax.cli import main
+
+    rng = np.random.default_rng(5)
+    n = 300
+    x = rng.normal(size=(n, 6))
+    frame = pd.DataFrame(x, columns=[f"latent_{i}" for i in range(6)])
+    frame.insert(0, "sample_id", [f"s{i}" for i in range(n)])
+    frame["patient_id"] = np.arange(n) // 3
+    frame["dx_MI"] = (x[:, 0] > 0.3).astype(int)
+    frame["dx_NORM"] = (x[:, 1] > 0).astype(int)
+    frame.loc[:9, ["dx_MI", "dx_NORM"]] = -1  # unknown: left out
+    frame.to_parquet(tmp_path / "emb.parquet", index=False)
+    argv = ["probe", "--embeddings", f"e={tmp_path / 'emb.parquet'}", "--task", "dx"]
+    argv += ["--sizes", "all", "--repeats", "1", "--bootstrap", "20", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    results = pd.read_csv(tmp_path / "results.csv").set_index("metric")
+    assert results.loc["auroc", "n_train"] + results.loc["auroc", "n_test"] == n - 10
+    assert results.loc["auroc", "value"] > 0.9
+    assert (
+        "task dx (multilabel, 2 classes): 290 labelled ECGs, 10 without" in capsys.readouterr().err
+    )

@@ -259,6 +259,31 @@ def _baselines(args, ecgs, encoders, sources) -> dict:
     return networks, config
 
 
+def _task_labels(table, spec: str):
+    """``(task, rows, y, classes)`` of one ``--task``: the rows with a known label and their
+    encoded labels. A multi-label task may name a group of 0/1 columns ``<COLUMN>_<class>`` (the
+    prepared data sets' multi-hot labels; a row with a -1 is unknown)."""
+    import numpy as np
+
+    from pclr_jax.evaluation import probe
+
+    task = probe.TaskSpec.parse(spec)
+    if task.column in table:
+        values = table[task.column]
+        task = task.resolve(values[probe.known_labels(values, task.kind or "multiclass")])
+        rows = np.flatnonzero(probe.known_labels(values, task.kind))
+        y, classes = probe.encode_labels(values.to_numpy()[rows], task.kind)
+        return task, rows, y, classes
+    prefix = f"{task.column}_"
+    group = [c for c in table.columns if str(c).startswith(prefix)]
+    if not group or task.kind not in ("", "multilabel"):
+        raise ValueError(f"--task {spec}: no column {task.column!r} in {list(table.columns)}")
+    matrix = table[group].to_numpy(np.float64)
+    rows = np.flatnonzero(np.isfinite(matrix).all(axis=1) & (matrix >= 0).all(axis=1))
+    classes = np.array([c[len(prefix) :] for c in group])
+    return probe.TaskSpec(task.column, "multilabel"), rows, matrix[rows].astype(np.int64), classes
+
+
 def _task_curves(args, table, sources, ecgs, test_rows, networks, sup_config, sizes):
     import numpy as np
 
@@ -266,14 +291,7 @@ def _task_curves(args, table, sources, ecgs, test_rows, networks, sup_config, si
 
     curves = []
     for spec in args.task:
-        task = probe.TaskSpec.parse(spec)
-        if task.column not in table:
-            raise ValueError(f"--task {spec}: no column {task.column!r} in {list(table.columns)}")
-        values = table[task.column]
-        task = task.resolve(values[probe.known_labels(values, task.kind or "multiclass")])
-        known = probe.known_labels(values, task.kind)
-        rows = np.flatnonzero(known)
-        y, classes = probe.encode_labels(values.to_numpy()[rows], task.kind)
+        task, rows, y, classes = _task_labels(table, spec)
         described = (
             f"positive class {str(classes[1])!r}"
             if task.kind == "binary"
@@ -281,7 +299,7 @@ def _task_curves(args, table, sources, ecgs, test_rows, networks, sup_config, si
         )
         _log(
             f"task {task.column} ({task.kind}, {described}): {len(rows):,} labelled ECGs, "
-            f"{(~known).sum():,} without a label left out"
+            f"{len(table) - len(rows):,} without a label left out"
         )
         task_sources = {name: features[rows] for name, features in sources.items()}
         for name, (model_config, encoder_variables) in networks.items():
