@@ -21,6 +21,10 @@ import argparse
 import json
 import pathlib
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pclr_jax.evaluation.supervised import SupervisedConfig
 
 BASELINES = ("random_init", "scratch", "finetune")
 
@@ -171,7 +175,8 @@ def _load_inputs(args):
             )
             ecgs = np.concatenate([ecgs, test_ecgs])
             table = pd.concat([table, test_table.assign(_test=True)], ignore_index=True)
-        _log(f"{args.data}: {len(table):,} ECGs from {args.split} {args.test_split or ''}")
+        splits = args.split + (f" + {args.test_split} (test)" if args.test_split else "")
+        _log(f"{args.data}: {len(table):,} ECGs from {splits}")
     elif args.weights or args.baseline or args.test_split:
         raise ValueError("--weights, --baseline and --test-split need --data and --data-dir")
 
@@ -219,7 +224,7 @@ def _embed_with_weights(args, ecgs, sources) -> list:
     return encoders
 
 
-def _baselines(args, ecgs, encoders, sources) -> dict:
+def _baselines(args, ecgs, encoders, sources) -> tuple[dict, SupervisedConfig]:
     """Adds ``random_init`` features to ``sources``; returns the network baselines by name
     (``{name: (model_config, encoder_variables or None)}``) and their training config."""
     from pclr_jax.evaluation import supervised
