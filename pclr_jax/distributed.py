@@ -43,6 +43,8 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 def _cluster_launcher() -> str | None:
     """The multi-process launcher this process was started by, if any (more than one task)."""
+    if os.environ.get("PCLR_AUTO_DISTRIBUTED") == "1":
+        return "PCLR_AUTO_DISTRIBUTED=1"
     for variable, launcher in _CLUSTER_MARKERS.items():
         value = os.environ.get(variable, "")
         count = len(value.split(",")) if variable == "TPU_WORKER_HOSTNAMES" else value
@@ -60,7 +62,8 @@ def maybe_initialize_distributed() -> bool:
     2. ``JAX_COORDINATOR_ADDRESS`` (``host:port`` of process 0) set: initialise with it and with
        ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` when set; unset ones are auto-detected by jax.
     3. Started by a multi-task launcher (Slurm ``srun``, Open MPI ``mpirun``, a multi-host TPU
-       slice on GKE): ``jax.distributed.initialize()`` with jax's cluster auto-detection.
+       slice on GKE), or ``PCLR_AUTO_DISTRIBUTED=1`` (e.g. the workers of a Cloud TPU VM pod
+       slice): ``jax.distributed.initialize()`` with jax's cluster auto-detection.
     4. Otherwise: a single process; nothing is initialised.
 
     Returns:

@@ -97,9 +97,10 @@ def make_train_step(
 
     The returned ``step`` takes ``batch = {'view_a': (G, samples, leads) float32 mV, 'view_b':
     (G, samples, leads), 'patient_id': (G,) int32}`` sharded ``P('data')`` (G global pairs,
-    divisible by the device count; other keys are ignored) and returns global, replicated float32
-    scalar metrics: ``loss``, the loss's own metrics (e.g. ``contrastive_accuracy``),
-    ``learning_rate`` (used by this update) and ``grad_norm`` (global norm before clipping).
+    divisible by the device count; other array-valued keys are ignored) and returns global,
+    replicated float32 scalar metrics: ``loss``, the loss's own metrics (e.g.
+    ``contrastive_accuracy``), ``learning_rate`` (used by this update) and ``grad_norm`` (global
+    norm before clipping).
     """
     loss = get_loss(loss_name, axis_name=DATA_AXIS, **dict(loss_hparams or {}))
     model = PCLRModel(model_config, bn_axis_name=DATA_AXIS if sync_batch_norm else None)

@@ -1,5 +1,5 @@
-"""Two processes (``jax.distributed`` on 127.0.0.1, 2 faked CPU devices each) take the same training
-step as one process with 4 devices."""
+"""Multi-host start-up and the 'data' mesh. Two processes (``jax.distributed`` on 127.0.0.1, 2
+faked CPU devices each) take the same training step as one process with 4 devices."""
 
 import os
 import pathlib
@@ -9,9 +9,10 @@ import sys
 
 import jax
 import numpy as np
+from jax.sharding import AxisType
 from multihost_worker import GLOBAL_PAIRS, global_batch, one_step
 
-from pclr_jax.distributed import make_mesh
+from pclr_jax.distributed import make_mesh, maybe_initialize_distributed
 
 WORKER = pathlib.Path(__file__).with_name("multihost_worker.py")
 TIMEOUT_S = 240
@@ -67,3 +68,25 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path):
     np.testing.assert_allclose(result["params"], reference["params"], rtol=1e-5, atol=1e-7)
     # The step moved the parameters well beyond the tolerance.
     assert np.max(np.abs(reference["params"] - reference["initial"])) > 1e-3
+
+
+def test_single_process_needs_no_initialisation(monkeypatch):
+    for variable in (
+        "JAX_COORDINATOR_ADDRESS",
+        "PCLR_AUTO_DISTRIBUTED",
+        "SLURM_STEP_NUM_TASKS",
+        "OMPI_COMM_WORLD_SIZE",
+        "TPU_WORKER_HOSTNAMES",
+    ):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")  # a one-task Slurm job is single-process
+    assert maybe_initialize_distributed() is False
+    assert jax.process_count() == 1
+
+
+def test_make_mesh_spans_devices_on_one_auto_axis():
+    mesh = make_mesh()
+    assert mesh.axis_names == ("data",)
+    assert mesh.size == jax.device_count()
+    assert mesh.axis_types == (AxisType.Auto,)
+    assert make_mesh(jax.devices()[:3]).size == 3
