@@ -61,7 +61,8 @@ class PairLoaderConfig:
             batches (the final partial batch, fewer than ``batch_pairs`` pairs, is dropped).
         worker_count: grain worker processes (0: in-process, fastest on a few cores).
         read_threads: threads reading batches ahead in each process (0: read on demand in the
-            calling thread; 1 overlaps reading with the train step at little GIL contention).
+            calling thread). Decompression and the float16 -> float32 cast release the GIL: on
+            two idle cores 2 threads read 6.1k ECG/s, 1 thread 3.2k (benchmarks/).
         prefetch_batches: batches buffered ahead per process.
     """
 
@@ -72,7 +73,7 @@ class PairLoaderConfig:
     augmentations: AugmentConfig | Mapping[str, Any] = AugmentConfig()
     num_epochs: int | None = None
     worker_count: int = 0
-    read_threads: int = 1
+    read_threads: int = 2
     prefetch_batches: int = 2
 
     def __post_init__(self):
@@ -305,7 +306,7 @@ class EvalBatchBuilder:
 
 
 def iter_eval_batches(
-    prepared: Any, batch_size: int, read_threads: int = 1
+    prepared: Any, batch_size: int, read_threads: int = 2
 ) -> Iterator[dict[str, np.ndarray]]:
     """Every record of a prepared split in index order, in batches (see :class:`EvalBatchBuilder`).
 
