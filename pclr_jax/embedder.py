@@ -1,0 +1,144 @@
+"""Embeddings from trained PCLR weights: :func:`load_encoder` and :class:`Encoder`.
+
+``load_encoder`` reads a Keras ``.h5`` file (with h5py only; nothing in the file is executed) or a
+pclr-jax Orbax encoder directory. ``Encoder.embed`` maps ECGs ``(N, samples, leads)`` in mV --
+already prepared with :func:`pclr_jax.preprocess.prepare_ecg` -- to ``(N, dim)`` float32.
+
+Which output: ``output='final'`` returns what the file's model outputs, as Keras ``predict``
+would: the projection when the weights include the projection head, else the pooled embedding.
+``output='embed'`` always returns the pooled ``embed`` layer (``config.embed_dim``, 320 for the
+released models), the representation PCLR's paper feeds to linear models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from pclr_jax.model import EncoderConfig, PCLRModel
+
+OUTPUTS = ("final", "embed")
+
+
+def _has_head(config: EncoderConfig, variables: dict) -> bool:
+    return bool(config.head_sizes) and "head" in variables["params"]
+
+
+@dataclasses.dataclass
+class Encoder:
+    """A PCLR encoder ready to embed ECGs.
+
+    Attributes:
+        config: the architecture (``config.n_samples`` x ``config.n_leads`` input).
+        variables: ``{'params': {'encoder': ..., ['head': ...]}, 'batch_stats': ...}``.
+        output: ``'final'`` (the file's output) or ``'embed'`` (the pooled layer).
+        batch_size: ECGs per compiled step; the last batch is zero-padded, so the step compiles
+            once per call shape (a call with fewer ECGs uses the next power of two).
+        devices: the devices a batch is split over (data parallel); the batch size is rounded up
+            to a multiple of their number.
+        source: where the weights came from.
+    """
+
+    config: EncoderConfig
+    variables: dict
+    output: str = "final"
+    batch_size: int = 64
+    devices: Sequence[jax.Device] | None = None
+    source: str = ""
+
+    def __post_init__(self):
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        devices = list(self.devices or jax.local_devices()[:1])
+        self._mesh = Mesh(np.array(devices), ("data",))
+        self._batch_sharding = NamedSharding(self._mesh, PartitionSpec("data"))
+        replicated = NamedSharding(self._mesh, PartitionSpec())
+        self._variables = jax.device_put(self.variables, replicated)
+        model = PCLRModel(self.config)
+        final = self.output == "final" and _has_head(self.config, self.variables)
+
+        def forward(variables, ecgs):
+            if final:
+                return model.apply(variables, ecgs, train=False)[1]
+            return model.apply(variables, ecgs, method=PCLRModel.embed)
+
+        self._forward = jax.jit(forward, out_shardings=replicated)
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of :meth:`embed`'s output."""
+        if self.output == "final" and _has_head(self.config, self.variables):
+            return self.config.head_sizes[-1]
+        return self.config.embed_dim
+
+    def _step_size(self, n: int) -> int:
+        size = min(self.batch_size, 1 << max(0, n - 1).bit_length())
+        devices = self._mesh.size
+        return -(-size // devices) * devices
+
+    def embed(self, ecgs: np.ndarray) -> np.ndarray:
+        """``(N, embed_dim)`` float32 embeddings of ECGs ``(N, n_samples, n_leads)`` in mV.
+
+        Raises ``ValueError`` if the shape is not the model's input or a value is not finite.
+        """
+        ecgs = np.asarray(ecgs, dtype=np.float32)
+        expected = (self.config.n_samples, self.config.n_leads)
+        if ecgs.ndim != 3 or ecgs.shape[1:] != expected:
+            raise ValueError(
+                f"expected ECGs (N, {expected[0]} samples, {expected[1]} leads), got "
+                f"{ecgs.shape}; resample with pclr_jax.preprocess.prepare_ecg"
+            )
+        if not np.isfinite(ecgs).all():
+            bad = np.flatnonzero(~np.isfinite(ecgs).all(axis=(1, 2)))
+            raise ValueError(f"ECGs {bad[:10].tolist()} hold NaN or inf values")
+        n = ecgs.shape[0]
+        if n == 0:
+            return np.zeros((0, self.embed_dim), np.float32)
+        step = self._step_size(n)
+        outputs = []
+        for start in range(0, n, step):
+            batch = ecgs[start : start + step]
+            if len(batch) < step:
+                batch = np.pad(batch, [(0, step - len(batch)), (0, 0), (0, 0)])
+            outputs.append(
+                self._forward(self._variables, jax.device_put(batch, self._batch_sharding))
+            )
+        return np.concatenate([np.asarray(out) for out in outputs])[:n].astype(np.float32)
+
+
+def load_encoder(
+    path: str | os.PathLike,
+    output: str = "final",
+    batch_size: int = 64,
+    devices: Sequence[jax.Device] | None = None,
+) -> Encoder:
+    """An :class:`Encoder` from a Keras ``.h5`` file or a pclr-jax Orbax encoder directory.
+
+    Args:
+        path: ``*.h5``/``*.hdf5`` (read by :func:`pclr_jax.keras_h5.read_keras_h5`) or a directory
+            written by :func:`pclr_jax.encoder_checkpoint.save_encoder`.
+        output: ``'final'`` (the model's output: the projection if the weights have a head) or
+            ``'embed'`` (the pooled embedding).
+        batch_size: ECGs per compiled step.
+        devices: devices to split batches over (default: the first local device).
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        from pclr_jax.encoder_checkpoint import restore_encoder
+
+        config, variables = restore_encoder(path)
+    elif os.path.isfile(path):
+        from pclr_jax.keras_h5 import read_keras_h5
+
+        model = read_keras_h5(path)
+        config, variables = model.config, model.variables
+    else:
+        raise FileNotFoundError(f"no weights file or checkpoint directory {path}")
+    return Encoder(config, variables, output, batch_size, devices, source=path)

@@ -1,0 +1,400 @@
+"""ECG records and the readers that produce them: WFDB, ``.npy`` and HDF5.
+
+An :class:`ECGRecord` is one ECG as stored: ``signal`` ``(samples, leads)`` in its file's
+``units``, the file's lead names and sampling rate. Nothing is resampled, reordered or validated
+here beyond what is needed to read the file; :func:`pclr_jax.preprocess.prepare_ecg` turns a
+record into model input. A file that cannot be read raises (or, from :func:`iter_records`,
+yields) an :class:`ECGValidationError` that names the record.
+
+Supported inputs
+----------------
+* **WFDB** (read with ``wfdb.rdrecord``): a header path ``rec.hea``, the record path without
+  extension ``rec``, or a folder searched recursively for ``*.hea``. Signals come back in physical
+  units, one unit string per channel (``'mV'``, ``'uV'``, ``'V'``; an empty unit is the WFDB
+  default, mV). Extra channels (PTB's Frank leads ``vx vy vz``) are kept; lead selection drops
+  them later.
+* **NumPy** ``.npy``: ``(N, samples, leads)`` (or one ECG ``(samples, leads)``) float array,
+  assumed to hold the 12 standard leads in :data:`~pclr_jax.leads.STANDARD_LEADS` order in mV
+  unless ``lead_names``/``units`` say otherwise. A ``.npy`` file has no sampling rate: pass
+  ``sampling_rate`` (Hz); by default every ECG is taken to last ``duration_s`` (10 s), i.e.
+  ``sampling_rate = samples / 10``. Record ids are ``<file stem>:<row>``.
+* **HDF5** (read with h5py), two layouts:
+
+  - *array*: one dataset ``(N, samples, leads)`` -- CODE-15%'s ``tracings`` (400 Hz, mV, leads
+    in the standard order); ids come from a sibling ``exam_id`` dataset of length ``N`` when
+    present (else ``<file stem>:<row>``);
+  - *ml4h tensors*: a group (``tensors``) holding one ``(samples, leads)`` dataset per ECG, named
+    by its sample id -- what ml4h's PCLR deployment ``prepare.py`` writes.
+
+  Without ``dataset``, ``tracings`` is used if present, else ``tensors``, else the file's only 3-D
+  dataset. Sampling rate, lead names and units as for ``.npy``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from collections.abc import Iterable, Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from pclr_jax.leads import STANDARD_LEADS
+
+WFDB_SUFFIXES = (".hea",)
+NPY_SUFFIXES = (".npy",)
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hd5")
+
+_MV_PER_UNIT = {"mv": 1.0, "": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
+
+
+class ECGValidationError(ValueError):
+    """An ECG that cannot be used, with a machine-readable ``reason``.
+
+    Attributes:
+        record_id: the record's id (a file path for a file that could not be opened).
+        lead: the offending lead's standard name, or ``None`` for the whole record.
+        reason: a short tag, e.g. ``'corrupt_file'``, ``'missing_file'``, ``'header_mismatch'``,
+            ``'bad_shape'``, ``'missing_lead'``, ``'nan'``, ``'flat_lead'``, ``'too_short'``,
+            ``'too_long'``, ``'units'``, ``'unsupported_file'``.
+    """
+
+    def __init__(self, message: str, *, record_id: str, reason: str, lead: str | None = None):
+        if str(record_id) not in message:
+            message = f"record {record_id}: {message}"
+        super().__init__(message)
+        self.record_id = str(record_id)
+        self.reason = reason
+        self.lead = lead
+
+
+@dataclasses.dataclass
+class ECGRecord:
+    """One ECG as read from its file.
+
+    Attributes:
+        record_id: unique id (the ``sample_id`` of ``pclr embed``'s output).
+        signal: ``(samples, leads)`` float array in ``units``.
+        lead_names: one name per column of ``signal``, as the file spells them.
+        sampling_rate: samples per second (Hz).
+        units: physical unit of ``signal``: ``'mV'``, ``'uV'`` or ``'V'`` (``''`` means mV).
+        source: the file it came from.
+    """
+
+    record_id: str
+    signal: np.ndarray
+    lead_names: tuple[str, ...]
+    sampling_rate: float
+    units: str = "mV"
+    source: str = ""
+
+
+def millivolts_per_unit(unit: str | None) -> float:
+    """Scale from ``unit`` to mV (``'uV'`` -> 1e-3); ``None``/``''`` is WFDB's default, mV.
+
+    Raises ``KeyError`` for a unit that is not a voltage.
+    """
+    key = (unit or "").strip().lower().replace("micro", "u").replace("milli", "m")
+    key = key.removesuffix("olts").removesuffix("olt")
+    if key not in _MV_PER_UNIT:
+        raise KeyError(unit)
+    return _MV_PER_UNIT[key]
+
+
+def _record_path(path: str | os.PathLike) -> str:
+    """``rec.hea`` or ``rec`` -> ``rec`` (the form ``wfdb.rdrecord`` takes)."""
+    path = os.fspath(path)
+    return path[: -len(".hea")] if path.endswith(".hea") else path
+
+
+def read_wfdb(path: str | os.PathLike, record_id: str | None = None) -> ECGRecord:
+    """Reads one WFDB record (``rec.hea`` or ``rec``) in physical units.
+
+    Channels with different units are each converted to mV (``units='mV'``); otherwise the
+    file's unit is kept. ``record_id`` defaults to the record path without extension.
+    Raises :class:`ECGValidationError`: ``'missing_file'`` (no header or data file),
+    ``'corrupt_file'`` (unreadable header or truncated data), ``'header_mismatch'`` (the data
+    do not have the samples and channels the header declares).
+    """
+    import wfdb
+
+    record_path = _record_path(path)
+    record_id = record_id or record_path
+    if not os.path.exists(record_path + ".hea"):
+        raise ECGValidationError(
+            f"no WFDB header {record_path}.hea", record_id=record_id, reason="missing_file"
+        )
+    try:
+        record = wfdb.rdrecord(record_path)
+    except FileNotFoundError as error:
+        raise ECGValidationError(
+            f"missing data file: {error}", record_id=record_id, reason="missing_file"
+        ) from error
+    except (OSError, ValueError, EOFError, IndexError, KeyError, TypeError) as error:
+        raise ECGValidationError(
+            f"unreadable WFDB record {record_path}: {type(error).__name__}: {error}",
+            record_id=record_id,
+            reason="corrupt_file",
+        ) from error
+    signal = record.p_signal
+    expected = (record.sig_len, record.n_sig)
+    if signal is None or signal.shape != expected:
+        shape = None if signal is None else signal.shape
+        raise ECGValidationError(
+            f"header declares {expected[0]} samples x {expected[1]} channels, data hold {shape}",
+            record_id=record_id,
+            reason="header_mismatch",
+        )
+    units = [u or "" for u in (record.units or [""] * record.n_sig)]
+    unit = units[0] if len(set(units)) == 1 else "mV"
+    if len(set(units)) > 1:
+        try:
+            scale = np.array([millivolts_per_unit(u) for u in units])
+        except KeyError as error:
+            raise ECGValidationError(
+                f"unknown unit {error.args[0]!r} in {units}", record_id=record_id, reason="units"
+            ) from error
+        signal = signal * scale
+    return ECGRecord(
+        record_id=record_id,
+        signal=signal,
+        lead_names=tuple(record.sig_name),
+        sampling_rate=float(record.fs),
+        units=unit,
+        source=record_path,
+    )
+
+
+def trim_zero_padding(signal: np.ndarray) -> np.ndarray:
+    """``signal`` ``(samples, leads)`` without the all-zero samples at both ends (CODE-15% pads
+    its 7 s and 10 s exams with zeros to 4,096 samples)."""
+    active = np.flatnonzero(np.any(signal != 0, axis=1))
+    return signal[active[0] : active[-1] + 1] if len(active) else signal[:0]
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayOptions:
+    """How to interpret ECGs from array files (``.npy``, HDF5), which carry no metadata.
+
+    Attributes:
+        sampling_rate: Hz; ``None`` means each ECG lasts ``duration_s``.
+        duration_s: assumed duration (s) when ``sampling_rate`` is ``None``.
+        lead_names: the leads along the last axis, in order.
+        units: unit of the values (``'mV'``, ``'uV'``, ``'V'``).
+        trim_zero_padding: drop all-zero samples at both ends of each ECG first.
+    """
+
+    sampling_rate: float | None = None
+    duration_s: float = 10.0
+    lead_names: tuple[str, ...] = STANDARD_LEADS
+    units: str = "mV"
+    trim_zero_padding: bool = False
+
+    def record(self, record_id: str, signal: np.ndarray, source: str) -> ECGRecord:
+        """An :class:`ECGRecord` from one ``(samples, leads)`` array."""
+        signal = np.asarray(signal, dtype=np.float64)
+        if signal.ndim != 2 or signal.shape[1] != len(self.lead_names):
+            raise ECGValidationError(
+                f"expected (samples, {len(self.lead_names)} leads), got {signal.shape}",
+                record_id=record_id,
+                reason="bad_shape",
+            )
+        rate = self.sampling_rate or signal.shape[0] / self.duration_s
+        if self.trim_zero_padding:
+            signal = trim_zero_padding(signal)
+        return ECGRecord(record_id, signal, tuple(self.lead_names), float(rate), self.units, source)
+
+
+def _read_error(path: str, error: Exception) -> ECGValidationError:
+    return ECGValidationError(
+        f"unreadable file {path}: {type(error).__name__}: {error}",
+        record_id=path,
+        reason="corrupt_file",
+    )
+
+
+def _iter_npy(path: str, options: ArrayOptions) -> Iterator[ECGRecord | ECGValidationError]:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        yield _read_error(path, error)
+        return
+    stem = pathlib.Path(path).stem
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        yield ECGValidationError(
+            f"{path}: expected (N, samples, leads), got shape {array.shape}",
+            record_id=path,
+            reason="bad_shape",
+        )
+        return
+    for row in range(array.shape[0]):
+        record_id = f"{stem}:{row}"
+        try:
+            yield options.record(record_id, array[row], path)
+        except ECGValidationError as error:
+            yield error
+
+
+def read_npy(path: str | os.PathLike, options: ArrayOptions | None = None) -> Iterator[ECGRecord]:
+    """The ECGs of a ``.npy`` file ``(N, samples, leads)`` (see the module docstring).
+
+    Raises :class:`ECGValidationError` (``'corrupt_file'``, ``'bad_shape'``) when reached.
+    """
+    for item in _iter_npy(os.fspath(path), options or ArrayOptions()):
+        if isinstance(item, ECGValidationError):
+            raise item
+        yield item
+
+
+def _hdf5_ids(f: h5py.File, dataset: h5py.Dataset, stem: str) -> list[str]:
+    n = dataset.shape[0]
+    parent = dataset.parent
+    if "exam_id" in parent and parent["exam_id"].shape == (n,):
+        return [str(i) for i in parent["exam_id"][()]]
+    return [f"{stem}:{row}" for row in range(n)]
+
+
+def _default_hdf5_entry(f: h5py.File) -> str:
+    for name in ("tracings", "tensors"):
+        if name in f:
+            return name
+    arrays: list[str] = []
+    f.visititems(
+        lambda name, obj: (
+            arrays.append(name) if isinstance(obj, h5py.Dataset) and obj.ndim == 3 else None
+        )
+    )
+    if len(arrays) != 1:
+        raise KeyError(
+            f"no 'tracings' dataset or 'tensors' group and {len(arrays)} 3-D datasets "
+            f"({arrays[:5]}); pass the dataset name"
+        )
+    return arrays[0]
+
+
+def _iter_hdf5(
+    path: str, dataset: str | None, options: ArrayOptions
+) -> Iterator[ECGRecord | ECGValidationError]:
+    stem = pathlib.Path(path).stem
+    try:
+        f = h5py.File(path, "r")
+    except OSError as error:
+        yield _read_error(path, error)
+        return
+    with f:
+        try:
+            entry = f[dataset or _default_hdf5_entry(f)]
+        except KeyError as error:
+            yield ECGValidationError(
+                f"{path}: {error.args[0]}", record_id=path, reason="unsupported_file"
+            )
+            return
+        if isinstance(entry, h5py.Group):
+            items = [(name, entry[name]) for name in entry]
+        elif entry.ndim == 3:
+            items = [(i, entry) for i in _hdf5_ids(f, entry, stem)]
+        else:
+            yield ECGValidationError(
+                f"{path}: dataset {entry.name} has shape {entry.shape}, not (N, samples, leads)",
+                record_id=path,
+                reason="bad_shape",
+            )
+            return
+        for row, (record_id, data) in enumerate(items):
+            try:
+                signal = data[()] if isinstance(entry, h5py.Group) else data[row]
+                yield options.record(str(record_id), signal, path)
+            except ECGValidationError as error:
+                yield error
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                yield ECGValidationError(
+                    f"{path}: unreadable ECG: {type(error).__name__}: {error}",
+                    record_id=str(record_id),
+                    reason="corrupt_file",
+                )
+
+
+def read_hdf5(
+    path: str | os.PathLike, dataset: str | None = None, options: ArrayOptions | None = None
+) -> Iterator[ECGRecord]:
+    """The ECGs of an HDF5 file, array or ml4h-tensors layout (see the module docstring).
+
+    Raises :class:`ECGValidationError` (``'corrupt_file'``, ``'bad_shape'``,
+    ``'unsupported_file'``) when reached.
+    """
+    for item in _iter_hdf5(os.fspath(path), dataset, options or ArrayOptions()):
+        if isinstance(item, ECGValidationError):
+            raise item
+        yield item
+
+
+def find_inputs(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str]]:
+    """``(kind, path)`` for each input: a file, a WFDB record path, or every readable file of a
+    folder (recursively, sorted). ``kind`` is ``'wfdb'`` (path without extension), ``'npy'``,
+    ``'hdf5'``, ``'missing'`` or ``'unsupported'``."""
+    found = []
+    for raw in paths:
+        path = os.fspath(raw)
+        if os.path.isdir(path):
+            files = sorted(p for p in pathlib.Path(path).rglob("*") if p.is_file())
+            for file in files:
+                kind = _kind(str(file))
+                if kind != "unsupported":
+                    found.append((kind, _record_path(file) if kind == "wfdb" else str(file)))
+        elif os.path.isfile(path):
+            found.append((_kind(path), _record_path(path)))
+        elif os.path.isfile(path + ".hea"):
+            found.append(("wfdb", path))
+        else:
+            found.append(("missing", path))
+    return found
+
+
+def _kind(path: str) -> str:
+    suffix = pathlib.Path(path).suffix.lower()
+    if suffix in WFDB_SUFFIXES:
+        return "wfdb"
+    if suffix in NPY_SUFFIXES:
+        return "npy"
+    if suffix in HDF5_SUFFIXES:
+        return "hdf5"
+    return "unsupported"
+
+
+def iter_records(
+    paths: Sequence[str | os.PathLike] | str | os.PathLike,
+    options: ArrayOptions | None = None,
+    hdf5_dataset: str | None = None,
+) -> Iterator[ECGRecord | ECGValidationError]:
+    """Every ECG of ``paths`` (files or folders, see :func:`find_inputs`), in order.
+
+    Failures are yielded, not raised, so callers can count them: a file that cannot be opened
+    is one :class:`ECGValidationError` whose ``record_id`` is the file path. WFDB record ids are
+    the record path without extension.
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    options = options or ArrayOptions()
+    for kind, path in find_inputs(paths):
+        if kind == "wfdb":
+            try:
+                yield read_wfdb(path)
+            except ECGValidationError as error:
+                yield error
+        elif kind == "npy":
+            yield from _iter_npy(path, options)
+        elif kind == "hdf5":
+            yield from _iter_hdf5(path, hdf5_dataset, options)
+        elif kind == "missing":
+            yield ECGValidationError(
+                f"no such file or WFDB record {path}", record_id=path, reason="missing_file"
+            )
+        else:
+            yield ECGValidationError(
+                f"{path}: not a WFDB header, .npy or HDF5 file",
+                record_id=path,
+                reason="unsupported_file",
+            )
