@@ -11,7 +11,10 @@ Resampling methods
     Linear interpolation of each lead, the record's first and last samples mapped onto the first
     and last output samples: ``np.interp(linspace(0, 1, n_samples), linspace(0, 1, samples),
     lead)``. This is exactly ml4h's ``model_zoo/PCLR/preprocess_ecg.py`` (10 s at any rate ->
-    4,096 samples). Downsampling this way aliases content above the new Nyquist frequency.
+    4,096 samples). Downsampling this way aliases content above the new Nyquist frequency, and
+    the time scale depends on the source rate: the last sample of 10 s is at 9.99 s at 100 Hz
+    but 9.998 s at 500 Hz, both mapped onto output sample 4095, so two copies of one ECG at
+    those rates drift apart by up to 8 ms (about 3 output samples) towards the end.
 ``'antialias'``
     ``scipy.signal.resample_poly`` by the reduced ratio ``n_samples / samples`` (a Kaiser-windowed
     FIR low-pass at the lower of the two Nyquist frequencies; edges padded by linear
