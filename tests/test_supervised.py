@@ -85,33 +85,46 @@ def test_finetune_starts_from_the_given_encoder():
         init_supervised_variables(TINY, 1, jax.random.key(0), wrong)
 
 
-def test_probe_command_with_network_baselines_on_a_prepared_data_set(tmp_path, capsys):
-    """``pclr probe --data pclr_synthetic --baseline random_init --baseline scratch``."""
-    import json
+def test_probe_command_with_weights_and_every_baseline(tmp_path, capsys):
+    """``pclr probe`` on a prepared split: an Orbax encoder (``--weights``, embedded with
+    ``load_encoder``) beside the random_init, scratch and finetune baselines."""
 
     import pandas as pd
 
+    from pclr_jax import load_encoder
     from pclr_jax.cli import main
     from pclr_jax.data.builders.pclr_synthetic import PclrSynthetic
+    from pclr_jax.encoder_checkpoint import save_encoder
+    from pclr_jax.evaluation.inputs import load_split
+    from pclr_jax.evaluation.supervised import embed_ecgs
 
     PclrSynthetic(config="tiny", data_dir=str(tmp_path), workers=0).download_and_prepare()
-    config = tmp_path / "tiny.json"
-    config.write_text(json.dumps(TINY.to_dict()))
+    variables = init_variables(TINY, jax.random.key(7))
+    save_encoder(tmp_path / "encoder", TINY, variables)
     out = tmp_path / "out"
-    argv = ["probe", "--data", "pclr_synthetic", "--data-config", "tiny"]
-    argv += ["--data-dir", str(tmp_path), "--split", "train", "--test-fraction", "0.3"]
-    argv += ["--task", "sex:binary", "--baseline", "random_init", "--baseline", "scratch"]
-    argv += ["--encoder-config", str(config), "--sup-epochs", "3", "--sup-patience", "2"]
-    argv += ["--sup-lr", str(FAST.learning_rate)]  # the compiled step of the tests above
+    argv = ["probe", "--weights", f"pclr={tmp_path / 'encoder'}", "--data", "pclr_synthetic"]
+    argv += ["--data-config", "tiny", "--data-dir", str(tmp_path), "--split", "train"]
+    argv += ["--test-fraction", "0.3", "--task", "sex:binary", "--baseline", "random_init"]
+    argv += ["--baseline", "scratch", "--baseline", "finetune", "--sup-epochs", "3"]
+    argv += ["--sup-patience", "2", "--sup-lr", str(FAST.learning_rate)]  # compiled above
     argv += ["--sizes", "40,all", "--repeats", "1", "--bootstrap", "50", "--retrieval"]
     assert main([*argv, "--out", str(out)]) == 0
-    results = pd.read_csv(out / "results.csv").query("metric == 'auroc'")
-    assert set(results["source"]) == {"random_init", "scratch"}
-    assert set(results["size_label"].astype(str)) == {"40", "all"}
-    full = results.query("size_label == 'all'")
+    results = pd.read_csv(out / "results.csv", dtype={"size_label": str})
+    auroc = results.query("metric == 'auroc'")
+    assert set(auroc["source"]) == {"pclr", "random_init", "scratch", "finetune"}
+    assert set(auroc["size_label"]) == {"40", "all"}
+    full = auroc.query("size_label == 'all'")
     assert (full["n_train"] + full["n_test"] == 109).all()  # the tiny train split
-    assert results["value"].between(0, 1).all()
+    assert auroc["value"].between(0, 1).all()
     retrieval = pd.read_csv(out / "retrieval.csv").set_index("source")
-    assert retrieval.loc["random_init", "n_queries"] == 109  # every patient has 2-3 ECGs
+    assert (retrieval["n_queries"] == 109).all()  # every synthetic patient has 2-3 ECGs
     printed = capsys.readouterr().out
-    assert "sex auroc" in printed and "retrieval random_init: top-1" in printed
+    assert "sex auroc" in printed and "retrieval pclr: top-1" in printed
+    # The 'pclr' source is the encoder's pooled embedding, as this module computes it.
+    ecgs, _ = load_split("pclr_synthetic", "train", str(tmp_path), "tiny")
+    np.testing.assert_allclose(
+        load_encoder(tmp_path / "encoder", output="embed").embed(ecgs.astype(np.float32)),
+        embed_ecgs(TINY, variables, ecgs),
+        rtol=1e-4,
+        atol=1e-5,
+    )

@@ -218,7 +218,7 @@ class LinearProbe:
 def _fit_one(x, y, kind, groups, cv, cs, alphas, seed, max_iter, blas_threads) -> Pipeline:
     folds = _cv_splits(y, groups, kind, cv, seed)
     if kind == "regression":
-        estimator = RidgeCV(alphas=alphas, cv=folds)
+        estimator = RidgeCV(alphas=alphas, cv=folds, scoring="neg_mean_squared_error")
     else:
         estimator = LogisticRegressionCV(
             Cs=list(cs),
