@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from pclr_jax.leads import STANDARD_LEADS, normalize_lead_name
 from pclr_jax.model import EncoderConfig, PCLRModel
+from pclr_jax.preprocess import prepare_ecg
+from pclr_jax.records import ECGRecord, ECGValidationError
 
 OUTPUTS = ("final", "embed")
 
@@ -78,6 +81,18 @@ class Encoder:
             return self.config.head_sizes[-1]
         return self.config.embed_dim
 
+    def input_leads(self, leads: Sequence[str] | None = None) -> tuple[str, ...]:
+        """The leads to feed, in order: ``leads`` (normalised) or, for a 12-lead model, the
+        standard 12. Raises ``ValueError`` if their number is not the model's ``n_leads``."""
+        if leads is None:
+            if self.config.n_leads != len(STANDARD_LEADS):
+                raise ValueError(f"the model takes {self.config.n_leads} lead(s): name them")
+            return STANDARD_LEADS
+        leads = tuple(normalize_lead_name(lead) for lead in leads)
+        if len(leads) != self.config.n_leads:
+            raise ValueError(f"{len(leads)} leads given but the model takes {self.config.n_leads}")
+        return leads
+
     def _step_size(self, n: int) -> int:
         size = min(self.batch_size, 1 << max(0, n - 1).bit_length())
         devices = self._mesh.size
@@ -111,6 +126,90 @@ class Encoder:
                 self._forward(self._variables, jax.device_put(batch, self._batch_sharding))
             )
         return np.concatenate([np.asarray(out) for out in outputs])[:n].astype(np.float32)
+
+    def embed_records(
+        self,
+        records: Iterable[ECGRecord | ECGValidationError],
+        leads: Sequence[str] | None = None,
+        resample: str = "ml4h",
+        expected_duration_s: float | None = 10.0,
+        strict: bool = False,
+    ) -> RecordEmbeddings:
+        """Prepares (:func:`~pclr_jax.preprocess.prepare_ecg`) and embeds records, e.g. those of
+        :func:`pclr_jax.records.iter_records`, streaming in chunks of ``4 * batch_size``.
+
+        ``leads`` defaults to the 12 standard leads (required for other models, e.g.
+        ``('I',)``). A record that fails preparation, an :class:`ECGValidationError` item, or a
+        repeated record id (``'duplicate_id'``) is collected in ``rejected`` -- or raised when
+        ``strict``. Every record ends up either embedded or rejected.
+        """
+        return _embed_records(self, records, leads, resample, expected_duration_s, strict)
+
+
+@dataclasses.dataclass
+class RecordEmbeddings:
+    """What :meth:`Encoder.embed_records` made of its records.
+
+    Attributes:
+        sample_ids: record ids of the embedded records, in input order.
+        embeddings: ``(len(sample_ids), embed_dim)`` float32.
+        rejected: the failures, in input order; ``len(sample_ids) + len(rejected)`` is the number
+            of records read.
+    """
+
+    sample_ids: list[str]
+    embeddings: np.ndarray
+    rejected: list[ECGValidationError]
+
+
+def _embed_records(
+    encoder: Encoder,
+    records: Iterable[ECGRecord | ECGValidationError],
+    leads: Sequence[str] | None,
+    resample: str,
+    expected_duration_s: float | None,
+    strict: bool,
+) -> RecordEmbeddings:
+    config = encoder.config
+    leads = encoder.input_leads(leads)
+    ids: list[str] = []
+    chunks: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    rejected: list[ECGValidationError] = []
+    seen: set[str] = set()
+    n_in = 0
+    for item in records:
+        n_in += 1
+        try:
+            if isinstance(item, ECGValidationError):
+                raise item
+            if item.record_id in seen:
+                raise ECGValidationError(
+                    "sample id already seen in this run",
+                    record_id=item.record_id,
+                    reason="duplicate_id",
+                )
+            ecg = prepare_ecg(item, config.n_samples, leads, resample, expected_duration_s)
+        except ECGValidationError as error:
+            error.source = error.source or getattr(item, "source", "")
+            if strict:
+                raise
+            rejected.append(error)
+            continue
+        seen.add(item.record_id)
+        ids.append(item.record_id)
+        pending.append(ecg)
+        if len(pending) >= 4 * encoder.batch_size:
+            chunks.append(encoder.embed(np.stack(pending)))
+            pending.clear()
+    if pending:
+        chunks.append(encoder.embed(np.stack(pending)))
+    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, encoder.embed_dim), np.float32)
+    if len(ids) + len(rejected) != n_in or len(embeddings) != len(ids):
+        raise RuntimeError(
+            f"bookkeeping error: {n_in} records in, {len(ids)} embedded, {len(rejected)} rejected"
+        )
+    return RecordEmbeddings(ids, embeddings, rejected)
 
 
 def load_encoder(

@@ -55,18 +55,28 @@ class ECGValidationError(ValueError):
     Attributes:
         record_id: the record's id (a file path for a file that could not be opened).
         lead: the offending lead's standard name, or ``None`` for the whole record.
+        source: the file involved, when known.
         reason: a short tag, e.g. ``'corrupt_file'``, ``'missing_file'``, ``'header_mismatch'``,
             ``'bad_shape'``, ``'missing_lead'``, ``'nan'``, ``'flat_lead'``, ``'too_short'``,
             ``'too_long'``, ``'units'``, ``'unsupported_file'``.
     """
 
-    def __init__(self, message: str, *, record_id: str, reason: str, lead: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        record_id: str,
+        reason: str,
+        lead: str | None = None,
+        source: str = "",
+    ):
         if str(record_id) not in message:
             message = f"record {record_id}: {message}"
         super().__init__(message)
         self.record_id = str(record_id)
         self.reason = reason
         self.lead = lead
+        self.source = source
 
 
 @dataclasses.dataclass
@@ -123,18 +133,25 @@ def read_wfdb(path: str | os.PathLike, record_id: str | None = None) -> ECGRecor
     record_id = record_id or record_path
     if not os.path.exists(record_path + ".hea"):
         raise ECGValidationError(
-            f"no WFDB header {record_path}.hea", record_id=record_id, reason="missing_file"
+            f"no WFDB header {record_path}.hea",
+            source=record_path,
+            record_id=record_id,
+            reason="missing_file",
         )
     try:
         record = wfdb.rdrecord(record_path)
     except FileNotFoundError as error:
         raise ECGValidationError(
-            f"missing data file: {error}", record_id=record_id, reason="missing_file"
+            f"missing data file: {error}",
+            source=record_path,
+            record_id=record_id,
+            reason="missing_file",
         ) from error
     except (OSError, ValueError, EOFError, IndexError, KeyError, TypeError) as error:
         raise ECGValidationError(
             f"unreadable WFDB record {record_path}: {type(error).__name__}: {error}",
             record_id=record_id,
+            source=record_path,
             reason="corrupt_file",
         ) from error
     signal = record.p_signal
@@ -144,6 +161,7 @@ def read_wfdb(path: str | os.PathLike, record_id: str | None = None) -> ECGRecor
         raise ECGValidationError(
             f"header declares {expected[0]} samples x {expected[1]} channels, data hold {shape}",
             record_id=record_id,
+            source=record_path,
             reason="header_mismatch",
         )
     units = [u or "" for u in (record.units or [""] * record.n_sig)]
@@ -153,7 +171,10 @@ def read_wfdb(path: str | os.PathLike, record_id: str | None = None) -> ECGRecor
             scale = np.array([millivolts_per_unit(u) for u in units])
         except KeyError as error:
             raise ECGValidationError(
-                f"unknown unit {error.args[0]!r} in {units}", record_id=record_id, reason="units"
+                f"unknown unit {error.args[0]!r} in {units}",
+                source=record_path,
+                record_id=record_id,
+                reason="units",
             ) from error
         signal = signal * scale
     return ECGRecord(
@@ -198,6 +219,7 @@ class ArrayOptions:
             raise ECGValidationError(
                 f"expected (samples, {len(self.lead_names)} leads), got {signal.shape}",
                 record_id=record_id,
+                source=source,
                 reason="bad_shape",
             )
         rate = self.sampling_rate or signal.shape[0] / self.duration_s
@@ -210,6 +232,7 @@ def _read_error(path: str, error: Exception) -> ECGValidationError:
     return ECGValidationError(
         f"unreadable file {path}: {type(error).__name__}: {error}",
         record_id=path,
+        source=path,
         reason="corrupt_file",
     )
 
@@ -227,6 +250,7 @@ def _iter_npy(path: str, options: ArrayOptions) -> Iterator[ECGRecord | ECGValid
         yield ECGValidationError(
             f"{path}: expected (N, samples, leads), got shape {array.shape}",
             record_id=path,
+            source=path,
             reason="bad_shape",
         )
         return
@@ -289,7 +313,7 @@ def _iter_hdf5(
             entry = f[dataset or _default_hdf5_entry(f)]
         except KeyError as error:
             yield ECGValidationError(
-                f"{path}: {error.args[0]}", record_id=path, reason="unsupported_file"
+                f"{path}: {error.args[0]}", source=path, record_id=path, reason="unsupported_file"
             )
             return
         if isinstance(entry, h5py.Group):
@@ -300,6 +324,7 @@ def _iter_hdf5(
             yield ECGValidationError(
                 f"{path}: dataset {entry.name} has shape {entry.shape}, not (N, samples, leads)",
                 record_id=path,
+                source=path,
                 reason="bad_shape",
             )
             return
@@ -313,6 +338,7 @@ def _iter_hdf5(
                 yield ECGValidationError(
                     f"{path}: unreadable ECG: {type(error).__name__}: {error}",
                     record_id=str(record_id),
+                    source=path,
                     reason="corrupt_file",
                 )
 
@@ -390,11 +416,15 @@ def iter_records(
             yield from _iter_hdf5(path, hdf5_dataset, options)
         elif kind == "missing":
             yield ECGValidationError(
-                f"no such file or WFDB record {path}", record_id=path, reason="missing_file"
+                f"no such file or WFDB record {path}",
+                source=path,
+                record_id=path,
+                reason="missing_file",
             )
         else:
             yield ECGValidationError(
                 f"{path}: not a WFDB header, .npy or HDF5 file",
                 record_id=path,
+                source=path,
                 reason="unsupported_file",
             )

@@ -13,8 +13,8 @@ from pclr_jax.cli import main
 from pclr_jax.encoder_checkpoint import save_encoder
 from pclr_jax.keras_export import write_keras_h5
 from pclr_jax.model import EncoderConfig, PCLRModel, init_variables
-from pclr_jax.preprocess import prepare_ecg
-from pclr_jax.records import read_wfdb
+from pclr_jax.preprocess import ECGValidationError, prepare_ecg
+from pclr_jax.records import iter_records, read_wfdb
 
 TINY = EncoderConfig(
     n_samples=256,
@@ -170,3 +170,36 @@ def test_cli_strict_stops_at_the_first_bad_record(weights, inputs, tmp_path, cap
     argv = ["embed", "--weights", str(weights[1]), "--input", str(clean), "--strict"]
     assert main([*argv, "--output", str(tmp_path / "clean.tsv")]) == 0
     assert pd.read_csv(tmp_path / "clean.tsv", sep="\t")["sample_id"].tolist() == ["clean:0"]
+
+
+def test_embed_records_python_api(weights, test_data_dir):
+    variables, h5_path, _ = weights
+    encoder = load_encoder(h5_path, batch_size=4)
+    good = [test_data_dir / f"ptbxl/records100/00000/{i}_lr" for i in ("00055", "00056", "00177")]
+    paths = [*good, test_data_dir / "ptbdb/patient001/s0010_re", good[0]]
+    result = encoder.embed_records(iter_records(paths))
+    assert result.sample_ids == [str(p) for p in good]
+    assert [(e.reason, e.record_id) for e in result.rejected] == [
+        ("too_long", str(paths[3])),
+        ("duplicate_id", str(good[0])),
+    ]
+    ecgs = np.stack([prepare_ecg(read_wfdb(p), 256) for p in good])
+    np.testing.assert_allclose(result.embeddings, reference(variables, ecgs, "final"), atol=1e-5)
+    with pytest.raises(ECGValidationError, match="s0010_re"):
+        encoder.embed_records(iter_records(paths), strict=True)
+
+
+def test_single_lead_model_needs_its_lead_named(tmp_path, test_data_dir):
+    config = TINY.replace(n_leads=1, head_sizes=())
+    variables = nontrivial_variables(config, seed=4)
+    write_keras_h5(tmp_path / "lead_ii.h5", config, variables)
+    record = test_data_dir / "cinc2021/E07501"
+    argv = ["embed", "--weights", str(tmp_path / "lead_ii.h5"), "--input", str(record) + ".hea"]
+    with pytest.raises(SystemExit, match="1 lead"):
+        main([*argv, "--output", str(tmp_path / "x.csv")])
+    assert main([*argv, "--output", str(tmp_path / "ii.csv"), "--leads", "ii"]) == 0
+    row = pd.read_csv(tmp_path / "ii.csv").iloc[0]
+    ecg = prepare_ecg(read_wfdb(record), 256, leads=("II",))
+    expected = PCLRModel(config).apply(variables, ecg[None], method=PCLRModel.embed)
+    assert row["sample_id"] == str(record)
+    np.testing.assert_allclose(row.iloc[1:].to_numpy(float), np.asarray(expected)[0], atol=1e-5)

@@ -81,19 +81,6 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _model_leads(args: argparse.Namespace, n_leads: int) -> tuple[str, ...]:
-    from pclr_jax.leads import STANDARD_LEADS, normalize_lead_name
-
-    if args.leads is None:
-        if n_leads != len(STANDARD_LEADS):
-            raise SystemExit(f"the model takes {n_leads} lead(s): name them with --leads")
-        return STANDARD_LEADS
-    leads = tuple(normalize_lead_name(lead) for lead in args.leads)
-    if len(leads) != n_leads:
-        raise SystemExit(f"--leads names {len(leads)} leads but the model takes {n_leads}")
-    return leads
-
-
 def _write_table(frame, path: pathlib.Path) -> None:
     if path.suffix == ".parquet":
         frame.to_parquet(path, index=False)
@@ -102,12 +89,10 @@ def _write_table(frame, path: pathlib.Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     import pandas as pd
     from tqdm import tqdm
 
     from pclr_jax.embedder import load_encoder
-    from pclr_jax.preprocess import prepare_ecg
     from pclr_jax.records import ArrayOptions, ECGValidationError, iter_records
 
     output = pathlib.Path(args.output)
@@ -115,76 +100,56 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--output must end in one of {OUTPUT_SUFFIXES}: {output}")
     rejected_path = output.with_name(output.stem + ".rejected.csv")
     encoder = load_encoder(args.weights, args.output_layer, args.batch_size)
-    config = encoder.config
-    leads = _model_leads(args, config.n_leads)
     options = ArrayOptions(
         sampling_rate=args.sampling_rate,
         lead_names=tuple(args.array_leads) if args.array_leads else ArrayOptions.lead_names,
         units=args.array_units,
         trim_zero_padding=args.trim_zero_padding,
     )
-    expected_duration = args.expected_duration or None
+    try:
+        leads = encoder.input_leads(args.leads)
+    except ValueError as error:
+        raise SystemExit(f"--leads: {error}") from error
+    n_read = [0]  # records read, counted independently of embed_records
 
-    ids: list[str] = []
-    chunks: list[np.ndarray] = []
-    pending: list[np.ndarray] = []
-    rejected: list[dict] = []
-    seen: set[str] = set()
-    records_in = 0
+    def counted(items):
+        for item in items:
+            n_read[0] += 1
+            yield item
 
-    def flush() -> None:
-        if pending:
-            chunks.append(encoder.embed(np.stack(pending)))
-            pending.clear()
-
-    items = iter_records(args.input, options, args.hdf5_dataset)
-    for item in tqdm(items, desc="embedding", unit="ECG", file=sys.stderr):
-        records_in += 1
-        source = item.source if not isinstance(item, ECGValidationError) else item.record_id
-        try:
-            if isinstance(item, ECGValidationError):
-                raise item
-            if item.record_id in seen:
-                raise ECGValidationError(
-                    f"record {item.record_id}: sample id already seen in this run",
-                    record_id=item.record_id,
-                    reason="duplicate_id",
-                )
-            ecg = prepare_ecg(
-                item, config.n_samples, leads, args.resample, expected_duration_s=expected_duration
-            )
-        except ECGValidationError as error:
-            if args.strict:
-                print(f"error ({error.reason}): {error}", file=sys.stderr)
-                return 1
-            rejected.append(
-                {"sample_id": error.record_id, "path": source, "reason": error.reason,
-                 "message": str(error)}
-            )  # fmt: skip
-            continue
-        seen.add(item.record_id)
-        ids.append(item.record_id)
-        pending.append(ecg)
-        if len(pending) >= 4 * encoder.batch_size:
-            flush()
-    flush()
-
-    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, encoder.embed_dim), np.float32)
-    if len(ids) + len(rejected) != records_in or len(embeddings) != len(ids):
-        raise RuntimeError(
-            f"bookkeeping error: {records_in} records in, {len(ids)} embedded, "
-            f"{len(rejected)} rejected"
+    items = counted(iter_records(args.input, options, args.hdf5_dataset))
+    progress = tqdm(items, desc="embedding", unit="ECG", file=sys.stderr)
+    try:
+        result = encoder.embed_records(
+            progress, leads, args.resample, args.expected_duration or None, strict=args.strict
         )
-    frame = pd.DataFrame(embeddings, columns=[f"latent_{i}" for i in range(encoder.embed_dim)])
-    frame.insert(0, "sample_id", ids)
+    except ECGValidationError as error:
+        print(f"error ({error.reason}): {error}", file=sys.stderr)
+        return 1
+    finally:
+        progress.close()
+    n_in = n_read[0]
+    if len(result.sample_ids) + len(result.rejected) != n_in:
+        raise RuntimeError(
+            f"{n_in} records read but {len(result.sample_ids)} embedded + "
+            f"{len(result.rejected)} rejected"
+        )
+
+    columns = [f"latent_{i}" for i in range(encoder.embed_dim)]
+    frame = pd.DataFrame(result.embeddings, columns=columns)
+    frame.insert(0, "sample_id", result.sample_ids)
     output.parent.mkdir(parents=True, exist_ok=True)
     _write_table(frame, output)
-    pd.DataFrame(rejected, columns=list(REJECTED_COLUMNS)).to_csv(rejected_path, index=False)
-    print(
-        f"{records_in} records: {len(ids)} embedded ({encoder.embed_dim}-d, output "
-        f"{args.output_layer!r}) -> {output}; {len(rejected)} rejected -> {rejected_path}"
+    rejected = pd.DataFrame(
+        [(e.record_id, e.source, e.reason, str(e)) for e in result.rejected],
+        columns=list(REJECTED_COLUMNS),
     )
-    if rejected:
-        reasons = pd.Series([r["reason"] for r in rejected]).value_counts()
-        print("rejected by reason: " + ", ".join(f"{k} {v}" for k, v in reasons.items()))
+    rejected.to_csv(rejected_path, index=False)
+    print(
+        f"{n_in} records: {len(result.sample_ids)} embedded ({encoder.embed_dim}-d, output "
+        f"{args.output_layer!r}) -> {output}; {len(result.rejected)} rejected -> {rejected_path}"
+    )
+    if len(rejected):
+        counts = rejected["reason"].value_counts()
+        print("rejected by reason: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
