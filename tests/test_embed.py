@@ -138,6 +138,8 @@ def test_cli_end_to_end_with_report(weights, inputs, tmp_path, capsys, test_data
         "arrays:1": "nan",
     }
     assert f"{n_in} records: {len(table)} embedded" in printed and "3 rejected" in printed
+    paths = set(rejected["path"])
+    assert paths == {str(folder / chosen[2]), str(folder / chosen[-1]), str(inputs[1])}
     # Values: the row of a real record equals the model applied to prepare_ecg of rdrecord's data.
     record = chosen[4]
     ecg = prepare_ecg(read_wfdb(test_data_dir / record), 256)
