@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: tuple[str, ...] = ("embed", "probe", "convert", "prepare")
+COMMANDS: tuple[str, ...] = ("embed", "convert", "prepare", "train", "probe")
 
 
 def build_parser() -> argparse.ArgumentParser:

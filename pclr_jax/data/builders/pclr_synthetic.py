@@ -76,6 +76,12 @@ class PclrSynthetic(ECGBuilder):
             n_patients=600,
         ),
         SyntheticBuilderConfig(
+            name="cpu_default",
+            description="1,500 patients x 2-4 ECGs, 1024 samples over 10 s (the default CPU job)",
+            n_patients=1500,
+            n_samples=1024,
+        ),
+        SyntheticBuilderConfig(
             name="tiny",
             description="48 patients x 2-3 ECGs, 256 samples over 10 s (tests)",
             n_patients=48,

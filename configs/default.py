@@ -1,0 +1,80 @@
+"""The embedded default job: PCLR pretraining on the synthetic multi-patient data set.
+
+Sized so that preparing the data, training and evaluating finish within about 10 minutes on a
+2-core CPU, and so that the model visibly learns (the loss falls; patient retrieval rises far
+above chance). The encoder is the released architecture at a quarter of its input length
+(1,024 samples = 10 s at 102.4 Hz) and half its widths; everything else is PCLR's recipe.
+
+Override any field on the command line, e.g. ``--config.total_steps=500``.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "pclr_synthetic"
+    c.data.config = "cpu_default"
+    c.data.data_dir = "data/tfds"  # relative paths are resolved against the current directory
+    c.data.prepare_if_missing = True  # only for generated data sets; real ones need `pclr prepare`
+    c.data.train_split = "train"
+    c.data.eval_split = "validation"
+    c.data.test_split = "test"
+
+    c.model = ml_collections.ConfigDict()
+    c.model.n_leads = 12
+    c.model.n_samples = 1024
+    c.model.stem_filters = 32
+    c.model.unit_samples = (256, 64, 16, 4)
+    c.model.unit_filters = (64, 96, 128, 160)
+    c.model.kernel_size = 16
+    c.model.activation = "relu"
+    c.model.dropout = 0.0
+    c.model.stem_batch_norm = True
+    c.model.head_sizes = (160, 160)
+    c.model.dtype = "float32"
+    c.model.bn_momentum = 0.99
+    c.model.bn_epsilon = 1e-3
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.name = "ntxent"
+    c.loss.hparams = ml_collections.ConfigDict({"temperature": 0.1})
+
+    c.batch_pairs = 64  # global batch: 64 pairs = 128 ECGs
+    c.total_steps = 600
+    c.sync_batch_norm = True
+    c.grad_cache_microbatch = ml_collections.config_dict.placeholder(int)
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adam"
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.lr_scaling = "none"
+    c.optimizer.base_batch_pairs = 256
+    c.optimizer.warmup_steps = 30
+    c.optimizer.schedule = "cosine"
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.grad_clip_norm = 1.0
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.999
+    c.optimizer.eps = 1e-7
+
+    c.loader = ml_collections.ConfigDict()
+    c.loader.single_ecg_patients = "exclude"
+    c.loader.worker_count = 0
+    c.loader.augment = ml_collections.ConfigDict()  # empty: no augmentation (PCLR's default)
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 100
+    c.checkpoint.keep = 2
+    c.checkpoint.keep_best = True
+
+    c.log_every_steps = 10
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every_steps = 200
+    c.eval.batch_size = 256
+    c.eval.probe_tasks = ("sex:binary", "af:binary", "lvh:binary", "age:regression")
+    c.eval.final_split = "test"
+    return c

@@ -1,0 +1,51 @@
+"""``pclr train``: PCLR pretraining (the same program as ``python train.py``).
+
+Flags are absl/ml_collections flags: ``--config=configs/default.py`` (a config file),
+``--config.FIELD=VALUE`` to override any field, ``--workdir=DIR`` for everything the run writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="pretrain PCLR (python train.py flags: --config=FILE --config.FIELD=V --workdir=DIR)",
+        add_help=False,
+    )
+    parser.add_argument("flags", nargs=argparse.REMAINDER)
+    parser.set_defaults(func=lambda args: run_absl(["pclr train", *args.flags]))
+
+
+def run_absl(argv: list[str]) -> int:
+    """Parses absl flags from ``argv`` and runs training (``train.py``'s ``main``)."""
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    if "config" not in flags.FLAGS:
+        config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+        flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and exports.")
+        flags.mark_flags_as_required(["config", "workdir"])
+
+    def main(_argv):
+        from absl import logging as absl_logging
+
+        from pclr_jax.training.loop import train_and_evaluate
+
+        # Orbax and grain log every file operation at INFO; keep the terminal for the run's own
+        # messages (warnings and errors still show).
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+
+    try:
+        app.run(main, argv=argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_absl(sys.argv))

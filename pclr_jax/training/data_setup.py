@@ -1,0 +1,52 @@
+"""Makes sure a run's data set is prepared, and that it fits the model's input.
+
+Generated data sets (``pclr_synthetic``) are prepared on first use when the config allows it
+(``data.prepare_if_missing``), so the default job needs no download and no separate step; data
+sets built from a user's files must be prepared with ``pclr prepare`` first.
+"""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+
+from pclr_jax.data.prepared import prepared_directory
+
+GENERATED = ("pclr_synthetic",)
+
+
+def ensure_prepared(data: ml_collections.ConfigDict, n_samples: int) -> None:
+    """Prepares ``data.name/data.config`` in ``data.data_dir`` if it is generated and missing.
+
+    Raises:
+        FileNotFoundError: a data set from files is not prepared (the message says how to).
+        ValueError: the prepared ECGs have another length than the model's ``n_samples``.
+    """
+    try:
+        directory = prepared_directory(data.name, data.data_dir, data.config)
+    except FileNotFoundError:
+        if not (data.prepare_if_missing and data.name in GENERATED):
+            raise
+        _prepare(data)
+        directory = prepared_directory(data.name, data.data_dir, data.config)
+    from pclr_jax.data.prepared import load_prepared
+
+    prepared = load_prepared(data.name, data.train_split, data.data_dir, data.config)
+    if prepared.n_samples != n_samples:
+        raise ValueError(
+            f"{data.name}/{data.config} in {directory} holds ECGs of {prepared.n_samples} "
+            f"samples but the model expects {n_samples}: pick a matching data.config or "
+            f"model.n_samples"
+        )
+
+
+def _prepare(data: ml_collections.ConfigDict) -> None:
+    """Generates the data set on process 0; other processes wait for it."""
+    from jax.experimental import multihost_utils
+
+    if jax.process_index() == 0:
+        from pclr_jax.data.builders import BUILDERS
+
+        print(f"preparing {data.name}/{data.config} in {data.data_dir} (first use)")
+        BUILDERS[data.name](config=data.config, data_dir=data.data_dir).download_and_prepare()
+    multihost_utils.sync_global_devices(f"prepared {data.name}/{data.config}")

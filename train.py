@@ -1,0 +1,14 @@
+"""PCLR pretraining entry point.
+
+    python train.py --config=configs/default.py --workdir=runs/default [--config.FIELD=VALUE ...]
+
+On several hosts, run the same command on every host; ``jax.distributed`` is initialised from the
+environment (see docs/training_step.md).
+"""
+
+import sys
+
+from pclr_jax.commands.train import run_absl
+
+if __name__ == "__main__":
+    sys.exit(run_absl(sys.argv))
