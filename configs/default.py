@@ -44,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.hparams = ml_collections.ConfigDict({"temperature": 0.1})
 
     c.batch_pairs = 64  # global batch: 64 pairs = 128 ECGs
-    c.total_steps = 600
+    c.total_steps = 360
     c.sync_batch_norm = True
     c.grad_cache_microbatch = ml_collections.config_dict.placeholder(int)
 
@@ -53,7 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.learning_rate = 1e-3
     c.optimizer.lr_scaling = "none"
     c.optimizer.base_batch_pairs = 256
-    c.optimizer.warmup_steps = 30
+    c.optimizer.warmup_steps = 20
     c.optimizer.schedule = "cosine"
     c.optimizer.weight_decay = 0.0
     c.optimizer.grad_clip_norm = 1.0
@@ -67,13 +67,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.loader.augment = ml_collections.ConfigDict()  # empty: no augmentation (PCLR's default)
 
     c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every_steps = 100
+    c.checkpoint.every_steps = 60
     c.checkpoint.keep = 2
     c.checkpoint.keep_best = True
 
     c.log_every_steps = 10
     c.eval = ml_collections.ConfigDict()
-    c.eval.every_steps = 200
+    c.eval.every_steps = 120
     c.eval.batch_size = 256
     c.eval.probe_tasks = ("sex:binary", "af:binary", "lvh:binary", "age:regression")
     c.eval.final_split = "test"

@@ -206,7 +206,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 def export_encoder(model_config: EncoderConfig, state, workdir: pathlib.Path) -> None:
     """Writes the trained encoder (with head) as an Orbax directory and as a Keras ``.h5``."""
     variables = jax.device_get(encoder_variables(state))
-    save_encoder(workdir / "encoder", model_config, variables, metadata={"step": int(state.step)})
+    save_encoder(
+        workdir / "encoder", model_config, variables, {"step": int(state.step)}, overwrite=True
+    )
     write_keras_h5(workdir / "encoder.h5", model_config, variables)
 
 

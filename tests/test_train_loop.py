@@ -1,0 +1,211 @@
+"""The training loop end to end on the smoke config: outputs, exact resume after SIGKILL,
+SIGTERM, and the non-finite-loss stop.
+
+Runs go through ``train.py`` in subprocesses (8 faked CPU devices, inherited from conftest), the
+way a user or a cluster scheduler starts them.
+"""
+
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def train_command(workdir, data_dir, *overrides):
+    return [
+        sys.executable,
+        str(REPO / "train.py"),
+        "--config=configs/smoke.py",
+        f"--workdir={workdir}",
+        f"--config.data.data_dir={data_dir}",
+        *overrides,
+    ]
+
+
+def run_training(workdir, data_dir, *overrides, timeout=300):
+    result = subprocess.run(
+        train_command(workdir, data_dir, *overrides),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def losses_by_step(workdir) -> dict[int, float]:
+    records = [json.loads(line) for line in (pathlib.Path(workdir) / "metrics.jsonl").open()]
+    train = [r for r in records if r["split"] == "train"]
+    steps = [r["step"] for r in train]
+    assert len(steps) == len(set(steps)), "a step was logged twice"
+    return {r["step"]: r["loss"] for r in train}
+
+
+def wait_for_step(workdir, step, process, timeout=240):
+    """Polls metrics.jsonl until a train record of ``step`` or later appears."""
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "training finished before it could be interrupted"
+        if path.exists():
+            steps = [json.loads(line)["step"] for line in path.read_text().splitlines() if line]
+            if steps and max(steps) >= step:
+                return max(steps)
+        time.sleep(0.005)
+    raise TimeoutError(f"step {step} not reached")
+
+
+def checkpoint_steps(workdir) -> list[int]:
+    directory = pathlib.Path(workdir) / "checkpoints"
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+LONG = (
+    "--config.total_steps=60",
+    "--config.eval.every_steps=30",
+    "--config.checkpoint.every_steps=5",
+)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """``pclr_synthetic/tiny`` prepared once for the module."""
+    directory = tmp_path_factory.mktemp("tfds")
+    from pclr_jax.data.builders import BUILDERS
+
+    BUILDERS["pclr_synthetic"](config="tiny", data_dir=str(directory)).download_and_prepare()
+    return directory
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, data_dir):
+    """An uninterrupted 60-step run."""
+    workdir = tmp_path_factory.mktemp("reference")
+    run_training(workdir, data_dir, *LONG)
+    return workdir
+
+
+def test_run_writes_every_output(reference_run):
+    workdir = reference_run
+    losses = losses_by_step(workdir)
+    assert sorted(losses) == list(range(1, 61))
+    assert all(np.isfinite(list(losses.values())))
+    evals = [
+        json.loads(line)
+        for line in (workdir / "metrics.jsonl").open()
+        if json.loads(line)["split"] == "eval"
+    ]
+    assert [r["step"] for r in evals] == [30, 60]
+    assert all(0.0 <= r["retrieval_top1"] <= 1.0 for r in evals)
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"pclr", "random_init"}
+    for metrics in summary["metrics"].values():
+        assert {"retrieval_top1", "chance_top1", "sex_auroc", "age_r2"} <= set(metrics)
+    for name in ("curves.png", "encoder.h5", "embeddings_test.parquet"):
+        assert (workdir / name).stat().st_size > 0
+    assert (workdir / "tensorboard").is_dir()
+
+    # The exports hold the trained weights: the Orbax and Keras copies agree exactly.
+    from pclr_jax.encoder_checkpoint import restore_encoder
+    from pclr_jax.keras_h5 import read_keras_h5
+
+    config, variables = restore_encoder(workdir / "encoder")
+    keras_model = read_keras_h5(workdir / "encoder.h5")
+    assert keras_model.config == config
+    flat_orbax = dict(_flatten(variables))
+    flat_keras = dict(_flatten(keras_model.variables))
+    assert flat_orbax.keys() == flat_keras.keys()
+    for key, value in flat_orbax.items():
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(flat_keras[key]), err_msg=key)
+    # Retention: the last two periodic checkpoints plus the best evaluated one at most.
+    assert checkpoint_steps(workdir)[-1] == 60
+    assert len(checkpoint_steps(workdir)) <= 3
+
+
+def _flatten(tree, prefix=()):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _flatten(value, (*prefix, key))
+    else:
+        yield "/".join(prefix), tree
+
+
+def test_sigkill_then_resume_reproduces_every_loss(tmp_path, data_dir, reference_run):
+    process = subprocess.Popen(
+        train_command(tmp_path, data_dir, *LONG),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        reached = wait_for_step(tmp_path, 17, process)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert reached < 60 and not (tmp_path / "summary.json").exists()
+    saved = checkpoint_steps(tmp_path)
+    assert saved and saved[-1] < 60
+
+    run_training(tmp_path, data_dir, *LONG)
+    resumed, reference = losses_by_step(tmp_path), losses_by_step(reference_run)
+    assert sorted(resumed) == sorted(reference)
+    for step in reference:
+        assert resumed[step] == reference[step], f"step {step} differs after resume"
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path, data_dir):
+    process = subprocess.Popen(
+        train_command(tmp_path, data_dir, *LONG),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_step(tmp_path, 7, process)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    last_logged = max(losses_by_step(tmp_path))
+    assert last_logged < 60
+    assert checkpoint_steps(tmp_path)[-1] == last_logged  # saved exactly where it stopped
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
+    run_training(tmp_path, data_dir, "--config.total_steps=6", "--config.eval.every_steps=6")
+    assert checkpoint_steps(tmp_path)[-1] == 6
+    result = subprocess.run(
+        train_command(
+            tmp_path,
+            data_dir,
+            "--config.total_steps=12",
+            "--config.optimizer.learning_rate=1e36",
+            "--config.optimizer.grad_clip_norm=1e30",
+            "--config.checkpoint.every_steps=100",
+        ),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "NonFiniteLossError" in result.stderr
+    assert "last good checkpoint (step 6)" in result.stderr
+    assert checkpoint_steps(tmp_path)[-1] == 6
+    # The intact checkpoint still resumes into a normal run.
+    run_training(tmp_path, data_dir, "--config.total_steps=8", "--config.eval.every_steps=8")
+    assert checkpoint_steps(tmp_path)[-1] == 8
