@@ -1,6 +1,7 @@
 """Keras .h5 <-> Flax/Orbax conversion against Keras 3 (KERAS_BACKEND=jax) as the reference."""
 
 import json
+import pathlib
 
 import h5py
 import jax
@@ -23,7 +24,12 @@ from pclr_jax.encoder_checkpoint import read_metadata, restore_encoder, save_enc
 from pclr_jax.keras_export import model_config, write_keras_h5
 from pclr_jax.keras_graph import parse_model_config, trace_resnet
 from pclr_jax.keras_h5 import read_keras_h5, read_str_list_attr
+from pclr_jax.leads import STANDARD_LEADS
 from pclr_jax.model import EncoderConfig, PCLRModel, count_parameters, init_variables
+from pclr_jax.preprocess import prepare_ecg
+from pclr_jax.records import read_wfdb
+
+TEST_DATA = pathlib.Path(__file__).parent / "data"
 
 EXPECTED = {
     "pclr": dict(n_leads=12, n_samples=4096, stem_batch_norm=True, head_sizes=(), out="embed"),
@@ -66,9 +72,11 @@ def keras_files(tmp_path_factory):
     """Each released graph built by Keras with random weights and BN statistics, saved as .h5.
 
     Values: (path, Keras count_params, random ECGs (2, samples, leads), Keras predict output).
+    Keras' outputs on real ECGs (``REAL_RECORDS`` through ``prepare_ecg``) are kept in
+    ``files["real"][name]``.
     """
     directory = tmp_path_factory.mktemp("keras")
-    files = {}
+    files = {"real": {}}
     for seed, name in enumerate(SHARED_NAMES):
         model = build_shared(name)
         randomize(model, seed)
@@ -77,7 +85,42 @@ def keras_files(tmp_path_factory):
         path = directory / f"{name}.h5"
         model.save(path)
         files[name] = (path, model.count_params(), ecgs, np.asarray(model.predict(ecgs, verbose=0)))
+        real = _real_ecgs(*shape, MODEL_LEADS[name])
+        files["real"][name] = (real, np.asarray(model.predict(real, verbose=0)))
     return files
+
+
+# Real recordings of tests/data: PTB-XL at 500 and 100 Hz, and CinC 2021 (Georgia, 500 Hz).
+REAL_RECORDS = (
+    "ptbxl/records500/00000/00055_hr",
+    "ptbxl/records100/00000/00056_lr",
+    "cinc2021/E07500",
+)
+MODEL_LEADS = {
+    "pclr": STANDARD_LEADS,
+    "pclr_with_head": STANDARD_LEADS,
+    "pclr_lead_i": ("I",),
+    "pclr_lead_ii": ("II",),
+}
+
+
+def _real_ecgs(n_samples: int, n_leads: int, leads: tuple[str, ...]) -> np.ndarray:
+    """The real records as the model sees them: ``(3, n_samples, n_leads)`` float32 mV."""
+    assert len(leads) == n_leads
+    return np.stack(
+        [
+            prepare_ecg(read_wfdb(TEST_DATA / record), n_samples=n_samples, leads=leads)
+            for record in REAL_RECORDS
+        ]
+    )
+
+
+@pytest.mark.parametrize("name", SHARED_NAMES)
+def test_converted_graph_matches_keras_on_real_ecgs(name, keras_files):
+    model = read_keras_h5(keras_files[name][0])
+    real, keras_out = keras_files["real"][name]
+    assert np.ptp(real) > 0.5  # real millivolt signals, not an empty input
+    _assert_embeddings_close(_final_output(model.config, model.variables, real), keras_out)
 
 
 @pytest.mark.parametrize("name", SHARED_NAMES)
