@@ -7,6 +7,7 @@ Flags are absl/ml_collections flags: ``--config=configs/default.py`` (a config f
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 
 
@@ -17,7 +18,7 @@ def add_parser(subparsers) -> None:
         add_help=False,
     )
     parser.add_argument("flags", nargs=argparse.REMAINDER)
-    parser.set_defaults(func=lambda args: run_absl(["pclr train", *args.flags]))
+    parser.set_defaults(func=lambda args: run_absl(["pclr train", *args.flags]), passthrough=True)
 
 
 def run_absl(argv: list[str]) -> int:
@@ -25,6 +26,7 @@ def run_absl(argv: list[str]) -> int:
     from absl import app, flags
     from ml_collections import config_flags
 
+    _make_config_package_importable(argv)
     if "config" not in flags.FLAGS:
         config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
         flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and exports.")
@@ -45,6 +47,21 @@ def run_absl(argv: list[str]) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     return 0
+
+
+def _make_config_package_importable(argv: list[str]) -> None:
+    """Puts the folder holding ``configs/`` on ``sys.path`` for ``--config=.../configs/X.py``.
+
+    Config files build on each other (``from configs import default``), which must work from any
+    working directory, as with ``pclr train`` run outside the repository.
+    """
+    for arg in argv:
+        if arg.startswith("--config="):
+            path = pathlib.Path(arg.split("=", 1)[1].split(":", 1)[0]).resolve()
+            if path.parent.name == "configs" and (path.parent / "__init__.py").exists():
+                root = str(path.parent.parent)
+                if root not in sys.path:
+                    sys.path.insert(0, root)
 
 
 if __name__ == "__main__":
