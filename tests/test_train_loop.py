@@ -209,3 +209,27 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
     # The intact checkpoint still resumes into a normal run.
     run_training(tmp_path, data_dir, "--config.total_steps=8", "--config.eval.every_steps=8")
     assert checkpoint_steps(tmp_path)[-1] == 8
+
+
+def test_pclr_train_runs_from_another_directory(tmp_path, data_dir):
+    """``pclr train`` passes absl flags through, and configs import their siblings from any cwd."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pclr_jax.cli",
+            "train",
+            f"--config={REPO / 'configs' / 'smoke.py'}",
+            f"--workdir={tmp_path / 'run'}",
+            f"--config.data.data_dir={data_dir}",
+            "--config.total_steps=4",
+            "--config.eval.every_steps=4",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(losses_by_step(tmp_path / "run")) == [1, 2, 3, 4]
+    assert "retrieval_top1" in result.stdout
