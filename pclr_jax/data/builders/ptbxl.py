@@ -137,6 +137,12 @@ class Ptbxl(FileECGBuilder):
         PtbxlConfig(
             name="lr", description="4096 samples over 10 s from the 100 Hz files", rate="100"
         ),
+        PtbxlConfig(
+            name="cpu",
+            description="1024 samples over 10 s from the 100 Hz files (CPU-sized jobs)",
+            n_samples=1024,
+            rate="100",
+        ),
         PtbxlConfig(name="tiny", description="256 samples over 10 s (tests)", n_samples=256),
     ]
 
