@@ -212,6 +212,8 @@ def parse_collectives(hlo_text: str) -> list[Collective]:
     def visit(name: str, times: int) -> None:
         executions[name] = executions.get(name, 0) + times
         for inst in computations.get(name, []):
+            if inst["opcode"].endswith(("-done", "-update")):
+                continue  # names the computation its -start already ran
             for callee, factor in _callees(inst["line"]):
                 if callee in computations:
                     visit(callee, times * factor)

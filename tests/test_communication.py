@@ -149,6 +149,46 @@ def test_loop_trip_counts_multiply():
     assert measured["all-reduce"]["operand_bytes"] == 3 * 5 * 4
 
 
+# The asynchronous forms GPU and TPU programs use: -start/-done pairs and async wrappers.
+ASYNC_HLO = """HloModule async_example
+
+%wrapped_reduce_scatter (p: f32[8,4]) -> f32[1,4] {
+  %p = f32[8,4]{1,0} parameter(0)
+  ROOT %rs = f32[1,4] reduce-scatter(%p), replica_groups=[1,8]<=[8], dimensions={0}, to_apply=%add
+}
+
+%add (a: f32[], b: f32[]) -> f32[] {
+  %a = f32[] parameter(0)
+  %b = f32[] parameter(1)
+  ROOT %s = f32[] add(%a, %b)
+}
+
+ENTRY %main (x: f32[1,4], y: f32[8,4]) -> (f32[8,4], f32[1,4], f32[1,4]) {
+  %x = f32[1,4]{1,0} parameter(0)
+  %y = f32[8,4]{1,0} parameter(1)
+  %ag-start = (f32[1,4], f32[8,4]) all-gather-start(%x), replica_groups=[1,8]<=[8], dimensions={0}
+  %ag-done = f32[8,4]{1,0} all-gather-done(%ag-start)
+  %ar-start = f32[1,4]{1,0} all-reduce-start(%x), replica_groups={{0,1,2,3,4,5,6,7}}, to_apply=%add
+  %ar-done = f32[1,4]{1,0} all-reduce-done(%ar-start)
+  %rs-start = ((f32[8,4]{1,0}), f32[1,4]{1,0}) async-start(%y), calls=%wrapped_reduce_scatter
+  %rs-done = f32[1,4]{1,0} async-done(%rs-start), calls=%wrapped_reduce_scatter
+  ROOT %t = (f32[8,4]{1,0}, f32[1,4]{1,0}, f32[1,4]{1,0}) tuple(%ag-done, %ar-done, %rs-done)
+}
+"""
+
+
+def test_async_collectives_count_once():
+    measured = communication.collective_bytes(ASYNC_HLO)
+    assert measured["all-gather"] == dict(
+        count=1, operand_bytes=16, result_bytes=128, ring_bytes=7 / 8 * 128
+    )
+    assert measured["all-reduce"]["count"] == 1
+    assert measured["all-reduce"]["result_bytes"] == 16
+    assert measured["reduce-scatter"]["count"] == 1
+    assert measured["reduce-scatter"]["operand_bytes"] == 128
+    assert measured["reduce-scatter"]["result_bytes"] == 16
+
+
 def test_shape_bytes():
     assert communication.shape_bytes("f32[2,8]{1,0}") == 64
     assert communication.shape_bytes("(f32[1,1,8]{2,1,0}, bf16[3]{0}, s32[])") == 32 + 6 + 4
