@@ -323,7 +323,8 @@ def expected_bytes(
       config: the model (any ``dtype``: what is communicated is float32 either way, see
         ``docs/scaling.md``).
       batch_pairs_per_device: ``b``, pairs per device (the global batch is ``G = b x n_devices``).
-      n_devices: devices on the ``'data'`` axis.
+      n_devices: devices on the ``'data'`` axis (the model is for ``n_devices > 1``; tested with
+        4 and 8).
       sync_batch_norm: as in :func:`pclr_jax.train_step.make_train_step`.
       n_loss_metrics: float32 scalar metrics the loss returns (1 for NT-Xent).
 
