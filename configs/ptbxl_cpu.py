@@ -5,7 +5,7 @@ Prepare the data first (1,024 samples over 10 s from the public 100 Hz files)::
     pclr prepare ptbxl --manual-dir PTBXL_DIR --data-dir data/tfds --config cpu
 
 PTB-XL's standard folds: folds 1-8 for pretraining (every ECG: the 15,022 patients of folds 1-8
-include only ~1,800 with two or more ECGs, so single-ECG patients are paired with an augmented
+include only 1,694 with two or more ECGs, so single-ECG patients are paired with an augmented
 copy of their ECG), fold 9 for model selection (validation retrieval and probes), fold 10 for
 reporting. The encoder is ``configs/default.py``'s: the released architecture at a quarter of its
 input length (1,024 samples) and half its widths. ``configs/ptbxl.py`` is the paper-size version.

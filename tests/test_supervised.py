@@ -10,6 +10,7 @@ from pclr_jax.evaluation.supervised import (
     SupervisedConfig,
     init_supervised_variables,
     predict_supervised,
+    recalibrated_batch_stats,
     train_supervised,
 )
 from pclr_jax.model import EncoderConfig, init_variables
@@ -128,3 +129,26 @@ def test_probe_command_with_weights_and_every_baseline(tmp_path, capsys):
         rtol=1e-4,
         atol=1e-5,
     )
+
+
+def _stem_conv_numpy(ecgs: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """'SAME' (TF) 1-D convolution by sliding windows: (N, S, L) x (K, L, C) -> (N, S, C)."""
+    k = kernel.shape[0]
+    left = (k - 1) // 2
+    padded = np.pad(ecgs, ((0, 0), (left, k - 1 - left), (0, 0)))
+    windows = np.stack([padded[:, t : t + ecgs.shape[1]] for t in range(k)], axis=2)
+    return np.einsum("nskl,klc->nsc", windows, kernel)
+
+
+def test_recalibrated_batch_stats_are_the_mean_of_per_batch_moments():
+    variables = init_supervised_variables(TINY, 1, jax.random.key(3))
+    ecgs = np.random.default_rng(4).normal(size=(96, 256, 12)).astype(np.float32)
+    stats = recalibrated_batch_stats(TINY, 1, variables, ecgs, batch_size=32)
+    kernel = np.asarray(variables["params"]["encoder"]["stem_conv"]["kernel"], np.float64)
+    stem = _stem_conv_numpy(ecgs.astype(np.float64), kernel)
+    batches = stem.reshape(3, 32 * 256, -1)
+    stem_stats = stats["encoder"]["stem_bn"]
+    np.testing.assert_allclose(stem_stats["mean"], batches.mean(axis=1).mean(0), atol=1e-5)
+    np.testing.assert_allclose(stem_stats["var"], batches.var(axis=1).mean(0), rtol=1e-4)
+    # The network's own running averages (momentum 0.99) are untouched by the recalibration.
+    assert np.all(np.asarray(variables["batch_stats"]["encoder"]["stem_bn"]["var"]) == 1.0)

@@ -8,6 +8,11 @@ part has the layout of ``PCLRModel`` and fine-tuning copies a pretrained encoder
 Training: AdamW (optax) on mini-batches of the training rows, batch norm in training mode; a
 patient-disjoint validation part of the training rows is scored after every epoch and the
 variables of the epoch with the lowest validation loss are kept (early stopping with a patience).
+Before each validation the batch-norm running statistics are recomputed from the fitting rows
+(the mean of the per-batch moments, "precise BN"): with Keras' momentum of 0.99 the running
+averages of a few hundred steps still remember their initial (0, 1) values, so an eval-mode network
+trained on a few hundred ECGs would be scored with statistics it never saw. The untrained network
+is never kept: the first epoch is the earliest candidate.
 Losses: binary and multilabel -> sigmoid cross-entropy; multiclass -> softmax cross-entropy;
 regression -> squared error of the target standardised with the training rows' mean and SD.
 """
@@ -88,7 +93,8 @@ def init_supervised_variables(
             raise ValueError(
                 f"encoder_variables/{collection} do not match the encoder of {model_config}"
             )
-        variables[collection]["encoder"] = jax.tree_util.tree_map(jnp.asarray, given)
+        # Copies: the training step donates its buffers, the caller keeps its arrays.
+        variables[collection]["encoder"] = jax.tree_util.tree_map(jnp.array, given)
     return variables
 
 
@@ -157,6 +163,37 @@ def _train_fn(model_config: EncoderConfig, n_outputs: int, kind: str, lr: float,
         return optax.apply_updates(params, updates), new_stats, opt_state, loss
 
     return train_step, optimizer
+
+
+@functools.lru_cache(maxsize=16)
+def _batch_moments_fn(model_config: EncoderConfig, n_outputs: int):
+    """Jitted ``(variables, ecg) -> batch_stats`` holding the batch's own moments: a training-mode
+    pass of the network with batch-norm momentum 0, cached across runs."""
+    network = SupervisedNetwork(dataclasses.replace(model_config, bn_momentum=0.0), n_outputs)
+
+    def moments(variables, ecg):
+        _, updates = network.apply(variables, ecg, train=True, mutable=["batch_stats"])
+        return updates["batch_stats"]
+
+    return jax.jit(moments)
+
+
+def recalibrated_batch_stats(
+    model_config: EncoderConfig,
+    n_outputs: int,
+    variables: dict,
+    ecgs: np.ndarray,
+    batch_size: int,
+) -> dict:
+    """Batch-norm statistics of ``variables`` recomputed on ``ecgs`` (N, S, L) mV: the mean over
+    full batches of ``batch_size`` rows of each batch's mean and variance (N >= batch_size)."""
+    moments = _batch_moments_fn(model_config, n_outputs)
+    batches = _batches(len(ecgs), batch_size, eval_batch=False)
+    total = None
+    for rows in batches:
+        stats = moments(variables, jnp.asarray(ecgs[rows], jnp.float32))
+        total = stats if total is None else jax.tree_util.tree_map(jnp.add, total, stats)
+    return jax.tree_util.tree_map(lambda x: x / len(batches), total)
 
 
 @dataclasses.dataclass
@@ -251,8 +288,8 @@ def train_supervised(
         )
         return float(_loss(jnp.asarray(out), jnp.asarray(targets[val_rows]), kind))
 
-    best = (val_loss(params, batch_stats), 0, jax.device_get((params, batch_stats)))
-    history = [{"epoch": 0, "train_loss": float("nan"), "val_loss": best[0]}]
+    history = [{"epoch": 0, "train_loss": float("nan"), "val_loss": val_loss(params, batch_stats)}]
+    best = (np.inf, 0, None)
     for epoch in range(1, config.max_epochs + 1):
         order = order_rng.permutation(fit_rows)
         losses = []
@@ -268,6 +305,13 @@ def train_supervised(
                 step_rng,
             )
             losses.append(loss)
+        batch_stats = recalibrated_batch_stats(
+            model_config,
+            outputs,
+            {"params": params, "batch_stats": batch_stats},
+            ecgs[fit_rows],
+            batch_size,
+        )
         current = val_loss(params, batch_stats)
         history.append(
             {
