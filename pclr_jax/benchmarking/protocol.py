@@ -13,7 +13,7 @@ work: a training step, one embedding call, ...). It prints JSON lines on stdout:
   the final ``{"event": "result", ...}``. ``pclr bench`` uses this to interleave contenders:
   each compiles once and the timed steps alternate between them.
 
-Every result carries ``maxrss_mib``, the process's peak resident memory (``ru_maxrss``).
+Every result carries ``maxrss_mib``, the process's peak resident memory (:func:`maxrss_mib`).
 """
 
 from __future__ import annotations
@@ -47,8 +47,22 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
 
 
 def maxrss_mib() -> float:
-    """Peak resident set size of this process in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process in MiB.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of this program's address
+    space. ``ru_maxrss`` is not used there because it survives ``fork`` + ``exec``: a child of a
+    large parent (``pclr bench`` itself holds JAX and the peak-test matrices) would report the
+    parent's peak when its own is smaller. Elsewhere: ``ru_maxrss`` (KiB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def emit(message: dict) -> None:

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     ref = results[runner.SELF]
     if ref.get("flops_per_step"):
         per_ecg = ref["flops_per_step"] / ref["ecgs_per_step"] / 1e9
-        print(f"XLA cost analysis: {per_ecg:.3f} GFLOP per ECG per step")
+        print(f"XLA cost analysis: {per_ecg:.4g} GFLOP per ECG per step")
     print()
     print(report.markdown_table(rows))
     if args.json:
