@@ -62,7 +62,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per contender")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first")
     parser.add_argument(
-        "--vs", action="append", default=[], choices=PEER_NAMES, help="a peer (repeatable)"
+        "--vs",
+        action="extend",
+        nargs="+",
+        default=[],
+        choices=PEER_NAMES,
+        help="peers to compare with (--vs torch tf_keras, or repeated)",
     )
     parser.add_argument(
         "--peer-python",
