@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: tuple[str, ...] = ("embed", "convert", "prepare", "train", "probe")
+COMMANDS: tuple[str, ...] = ("embed", "convert", "prepare", "train", "probe", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

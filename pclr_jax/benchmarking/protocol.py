@@ -1,0 +1,110 @@
+"""How a benchmark contender talks to ``pclr bench``: workload arguments in, JSON lines out.
+
+Standard library only: the peer scripts in ``benchmarks/peers/`` run in other virtual
+environments (PyTorch, TensorFlow) without JAX or pclr-jax, and load this file by its path.
+
+A contender is a process that builds one workload and exposes ``step()`` (one timed unit of
+work: a training step, one embedding call, ...). It prints JSON lines on stdout:
+
+* standalone (default): one line ``{"event": "result", ...}`` after ``--warmup`` untimed and
+  ``--steps`` timed steps;
+* ``--serve``: ``{"event": "ready", ...}`` after setup, first call and warm-up, then for each
+  ``run K`` line on stdin ``{"event": "times", "times": [...]}`` (K timed steps), and for ``stop``
+  the final ``{"event": "result", ...}``. ``pclr bench`` uses this to interleave contenders:
+  each compiles once and the timed steps alternate between them.
+
+Every result carries ``maxrss_mib``, the process's peak resident memory (:func:`maxrss_mib`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable
+
+WORKLOADS = ("train", "embed", "loss", "loader")
+
+
+def add_workload_args(parser: argparse.ArgumentParser) -> None:
+    """The arguments every contender takes (``pclr bench`` passes them all)."""
+    parser.add_argument("--workload", choices=WORKLOADS, required=True)
+    parser.add_argument(
+        "--arch", required=True, help="the model as JSON (see pclr_jax.benchmarking.workloads)"
+    )
+    parser.add_argument("--batch-pairs", type=int, required=True, help="pairs per train step")
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="ECGs per embedding call (0: 2 x batch-pairs)"
+    )
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--mode", default="", help="peer variant (torch: eager or compile)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--serve", action="store_true", help="interleaved mode (stdin commands)")
+
+
+def maxrss_mib() -> float:
+    """Peak resident set size of this process in MiB.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of this program's address
+    space. ``ru_maxrss`` is not used there because it survives ``fork`` + ``exec``: a child of a
+    large parent (``pclr bench`` itself holds JAX and the peak-test matrices) would report the
+    parent's peak when its own is smaller. Elsewhere: ``ru_maxrss`` (KiB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+def emit(message: dict) -> None:
+    print(json.dumps(message), flush=True)
+
+
+def timed(step: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def run_contender(
+    args: argparse.Namespace, setup: Callable[[], tuple[Callable[[], None], dict]]
+) -> None:
+    """Builds the workload with ``setup() -> (step, info)`` and runs the protocol above.
+
+    ``step()`` must block until its work is done. ``info`` must hold ``n_params`` and
+    ``ecgs_per_step`` and may add anything (framework versions, FLOPs, ...).
+    """
+    start = time.perf_counter()
+    step, info = setup()
+    setup_s = time.perf_counter() - start
+    first_call_s = timed(step)
+    for _ in range(args.warmup):
+        step()
+    info = {**info, "setup_s": setup_s, "first_call_s": first_call_s}
+    times: list[float] = []
+    if args.serve:
+        emit({"event": "ready", **info})
+        for line in sys.stdin:
+            command = line.split()
+            if not command:
+                continue
+            if command[0] == "run":
+                batch = [timed(step) for _ in range(int(command[1]))]
+                times.extend(batch)
+                emit({"event": "times", "times": batch})
+            elif command[0] == "stop":
+                break
+            else:
+                raise SystemExit(f"unknown command {line!r}")
+    else:
+        times = [timed(step) for _ in range(args.steps)]
+    emit({"event": "result", **info, "times": times, "maxrss_mib": maxrss_mib()})

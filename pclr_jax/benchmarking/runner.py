@@ -1,0 +1,261 @@
+"""Runs the contenders of ``pclr bench`` in subprocesses, interleaved, and collects their results.
+
+Every contender (pclr-jax itself, and each ``--vs`` peer) is a process speaking
+:mod:`pclr_jax.benchmarking.protocol`. By default they run INTERLEAVED: each is started in turn
+and set up (compiled, warmed up) while the others wait idle, then the timed steps alternate
+A, B, C, A, B, C, ... so that a change in the machine's load hits all of them alike, and the
+speed-up is the median over rounds of the per-round ratio of step times. All contenders are then
+alive at once, so their memory adds up; ``sequential=True`` runs them one after the other
+instead (each its warm-up and all its steps), for sizes that do not fit together.
+
+Peers are scripts in ``benchmarks/peers/`` run by a configurable interpreter (their frameworks
+usually live in other virtual environments). A peer whose framework cannot be imported exits
+with :data:`MISSING_EXIT_CODE` and an install hint, raised here as :class:`PeerUnavailable`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+
+SELF = "pclr_jax"
+MISSING_EXIT_CODE = 3  # what the peer scripts exit with when their framework is missing
+PEERS_DIR = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "peers"
+
+
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    script: str
+    mode: str
+    module: str  # what must be importable
+    install: str
+
+
+PEERS = {
+    "torch": Peer(
+        "torch_pclr.py",
+        "eager",
+        "torch",
+        "pip install torch==2.13.0 numpy (CPU wheel), or pip install 'pclr-jax[peers-torch]'",
+    ),
+    "torch_compile": Peer(
+        "torch_pclr.py",
+        "compile",
+        "torch",
+        "pip install torch==2.13.0 numpy (CPU wheel), or pip install 'pclr-jax[peers-torch]'",
+    ),
+    "tf_keras": Peer(
+        "tf_keras_pclr.py",
+        "",
+        "tensorflow",
+        'pip install "tensorflow==2.21.*" "tf-keras==2.21.*" numpy, or pip install '
+        "'pclr-jax[peers-tf]'",
+    ),
+}
+
+
+class PeerUnavailable(RuntimeError):
+    """A peer's framework cannot be imported by its interpreter."""
+
+
+class ModelMismatch(RuntimeError):
+    """A contender built a model with a different parameter count: the comparison is refused."""
+
+
+class ContenderFailed(RuntimeError):
+    """A contender process died or broke the protocol."""
+
+
+@dataclasses.dataclass
+class Contender:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    peer: Peer | None = None
+
+
+def _child_env(extra_path: str | None = None) -> dict[str, str]:
+    """This environment without faked host devices (one XLA CPU device uses every core)."""
+    env = dict(os.environ)
+    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
+    if flags.strip():
+        env["XLA_FLAGS"] = flags.strip()
+    else:
+        env.pop("XLA_FLAGS", None)
+    if extra_path:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra_path, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def make_contenders(
+    workload_args: list[str],
+    peers: list[str],
+    peer_python: dict[str, str] | None = None,
+    peers_dir: pathlib.Path = PEERS_DIR,
+) -> list[Contender]:
+    """pclr-jax first, then ``peers`` (names of :data:`PEERS`), each with ``workload_args``.
+
+    ``peer_python`` maps a peer name (or its framework module, e.g. ``torch``) to an interpreter;
+    the default is this one (``sys.executable``).
+    """
+    peer_python = peer_python or {}
+    package_root = str(pathlib.Path(__file__).resolve().parents[2])
+    contenders = [
+        Contender(
+            SELF,
+            [sys.executable, "-m", "pclr_jax.benchmarking.workloads", *workload_args],
+            _child_env(package_root),
+        )
+    ]
+    for name in peers:
+        if name not in PEERS:
+            raise ValueError(f"unknown peer {name!r}; choose from {', '.join(PEERS)}")
+        peer = PEERS[name]
+        python = peer_python.get(name) or peer_python.get(peer.module) or sys.executable
+        script = peers_dir / peer.script
+        if not script.exists():
+            raise FileNotFoundError(f"peer script {script} not found (see --peers-dir)")
+        mode = ["--mode", peer.mode] if peer.mode else []
+        contenders.append(
+            Contender(name, [python, str(script), *workload_args, *mode], _child_env(), peer)
+        )
+    return contenders
+
+
+def check_importable(contender: Contender) -> None:
+    """Raises :class:`PeerUnavailable` if the peer's interpreter cannot import its framework."""
+    if contender.peer is None:
+        return
+    python = contender.command[0]
+    try:
+        probe = subprocess.run(
+            [python, "-c", f"import {contender.peer.module}"],
+            capture_output=True,
+            text=True,
+            env=contender.env,
+            timeout=300,
+        )
+    except FileNotFoundError as error:
+        raise PeerUnavailable(
+            f"peer {contender.name!r}: interpreter {python} not found (--peer-python)"
+        ) from error
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        raise PeerUnavailable(
+            f"peer {contender.name!r} needs {contender.peer.module!r}, which {python} cannot "
+            f"import ({last}). Install it: {contender.peer.install}; or name an interpreter "
+            f"that has it: --peer-python {contender.name}=/path/to/venv/bin/python"
+        )
+
+
+class _Process:
+    """A contender process: JSON lines on stdout, stderr kept in a temporary file."""
+
+    def __init__(self, contender: Contender, serve: bool):
+        self.contender = contender
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        command = contender.command + (["--serve"] if serve else [])
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE if serve else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=contender.env,
+            text=True,
+        )
+
+    def _stderr_tail(self, lines: int = 15) -> str:
+        self.stderr.seek(0)
+        return "\n".join(self.stderr.read().strip().splitlines()[-lines:])
+
+    def send(self, command: str) -> None:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+
+    def wait_for(self, event: str) -> dict:
+        for line in self.process.stdout:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            message = json.loads(line)
+            if message.get("event") == event:
+                return message
+        code = self.process.wait()
+        name = self.contender.name
+        tail = self._stderr_tail()
+        if code == MISSING_EXIT_CODE and self.contender.peer is not None:
+            raise PeerUnavailable(f"peer {name!r}: {tail}")
+        raise ContenderFailed(f"{name} exited with code {code} before {event!r}:\n{tail}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            if self.process.stdin:
+                self.process.stdin.close()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.stderr.close()
+
+
+def _check_params(name: str, message: dict, reference: dict | None) -> None:
+    if reference is not None and message["n_params"] != reference["n_params"]:
+        raise ModelMismatch(
+            f"{name} built a model with {message['n_params']:,} parameters but pclr-jax "
+            f"{reference['n_params']:,}: refusing to compare different models"
+        )
+
+
+def run_contenders(
+    contenders: list[Contender], steps: int, sequential: bool = False, log=None
+) -> dict[str, dict]:
+    """Results by contender name (each the contender's final ``result`` message).
+
+    The first contender is the reference for the parameter-count check.
+    """
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    for contender in contenders:
+        check_importable(contender)
+    results: dict[str, dict] = {}
+    if sequential:
+        for contender in contenders:
+            log(f"[bench] {contender.name}: set-up, warm-up and {steps} steps")
+            process = _Process(contender, serve=False)
+            try:
+                result = process.wait_for("result")
+            finally:
+                process.close()
+            _check_params(contender.name, result, results.get(contenders[0].name))
+            results[contender.name] = result
+        return results
+
+    processes: list[_Process] = []
+    try:
+        reference = None
+        for contender in contenders:
+            log(f"[bench] {contender.name}: set-up and warm-up")
+            process = _Process(contender, serve=True)
+            processes.append(process)
+            ready = process.wait_for("ready")
+            _check_params(contender.name, ready, reference)
+            reference = reference or ready
+            log(f"[bench] {contender.name}: first call {ready['first_call_s']:.1f} s")
+        for round_index in range(steps):
+            for process in processes:
+                process.send("run 1")
+                process.wait_for("times")
+            log(f"[bench] round {round_index + 1}/{steps} done")
+        for process in processes:
+            process.send("stop")
+            results[process.contender.name] = process.wait_for("result")
+    finally:
+        for process in processes:
+            process.close()
+    return results

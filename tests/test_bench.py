@@ -1,0 +1,192 @@
+"""``pclr bench``: the CLI at tiny sizes, FLOP counter, peer runner and the peers' models."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from pclr_jax import cli
+from pclr_jax.benchmarking import runner
+from pclr_jax.benchmarking.flops import jit_flops
+from pclr_jax.benchmarking.workloads import arch_spec, encoder_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PROTOCOL = REPO / "pclr_jax/benchmarking/protocol.py"
+
+
+@pytest.mark.parametrize("workload", ["train", "embed", "loss", "loader"])
+def test_bench_cli_writes_json(workload, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["bench", workload, "--config=tiny", "--batch-pairs=8", "--steps=2", "--warmup=1"]
+    assert cli.main([*argv, "--peak-size=128", f"--json={out}"]) == 0
+    assert "| pclr_jax |" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert {"cpu_model", "cores", "jax", "date_utc", "load_average_1min"} <= set(result["machine"])
+    (row,) = result["rows"]
+    assert row["contender"] == "pclr_jax" and row["speedup"] == 1.0
+    for key in ("ecg_per_s", "median_step_s", "maxrss_mib"):
+        assert row[key] > 0, key
+    assert row["compile_s"] > -1  # first call minus a median step: noisy at tiny sizes
+    assert row["ecgs_per_step"] == 16
+    assert len(result["contenders"]["pclr_jax"]["times"]) == 2
+    if workload == "loader":
+        assert row["gflop_per_s"] is None and result["matmul_peak_gflop_per_s"] == {}
+    else:
+        assert result["flops_per_ecg"] > 0 and row["gflop_per_s"] > 0
+        assert 0 < row["peak_fraction"] and result["matmul_peak_gflop_per_s"]["fp32"] > 0
+    if workload == "train":
+        assert row["n_params"] == 27_808  # the tiny preset with its 16-16 head
+
+
+def _conv(x, kernel, stride, padding):
+    return lax.conv_general_dilated(
+        x, kernel, (stride,), padding, dimension_numbers=("NWC", "WIO", "NWC")
+    )
+
+
+def test_flops_match_hand_count_of_a_tiny_conv_net():
+    x = jnp.ones((2, 32, 3))
+    k1, k2, w = jnp.ones((5, 3, 4)), jnp.ones((3, 4, 6)), jnp.ones((13 * 6, 7))
+
+    def net(x, k1, k2, w):
+        y = _conv(_conv(x, k1, 1, "VALID"), k2, 2, "VALID")  # (2, 28, 4) -> (2, 13, 6)
+        return y.reshape(2, -1) @ w
+
+    # a multiply-add is 2 FLOPs: batch x outputs x out-channels x taps x in-channels
+    hand = 2 * (2 * 28 * 4 * 5 * 3) + 2 * (2 * 13 * 6 * 3 * 4) + 2 * (2 * 78 * 7)
+    assert jit_flops(net, x, k1, k2, w) == hand
+    # 'SAME' padding: XLA does not count the taps that fall on padding (2 + 1 at each end)
+    same = 2 * (2 * 4 * 3) * (32 * 5 - 2 * (2 + 1))
+    assert jit_flops(lambda x, k: _conv(x, k, 1, "SAME"), x, k1) == same
+
+
+def test_full_model_size_and_flops():
+    """The released architecture with its head: 6,600,352 parameters, ~3.65 GFLOP forward."""
+    from pclr_jax.model import PCLRModel, count_parameters
+
+    config = encoder_config("full")
+    assert arch_spec(config)["downsample"] == [4, 4, 4, 4]
+    model = PCLRModel(config)
+    x = jax.ShapeDtypeStruct((1, 4096, 12), jnp.float32)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape)))
+    assert count_parameters(variables) == 6_600_352
+    forward = jit_flops(lambda v, x: model.apply(v, x)[1], variables, x)
+    assert 3.6e9 < forward < 3.7e9
+
+
+FAKE_PEER = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("protocol", {protocol!r})
+protocol = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(protocol)
+if {missing}:
+    print("fake peer: cannot import 'fakeframework'; pip install fakeframework", file=sys.stderr)
+    sys.exit(3)
+import argparse
+parser = argparse.ArgumentParser()
+protocol.add_workload_args(parser)
+args = parser.parse_args()
+protocol.run_contender(args, lambda: (lambda: None, {{"n_params": {params}, "ecgs_per_step": 4}}))
+"""
+
+
+def _fake(tmp_path, name, params=10, missing=False) -> runner.Contender:
+    script = tmp_path / f"{name}.py"
+    body = FAKE_PEER.format(protocol=str(PROTOCOL), missing=missing, params=params)
+    script.write_text(textwrap.dedent(body))
+    args = ["--workload=train", "--arch={}", "--batch-pairs=2", "--warmup=1", "--steps=3"]
+    peer = runner.Peer(script.name, "", "json", "pip install fakeframework")
+    return runner.Contender(name, [sys.executable, str(script), *args], dict(os.environ), peer)
+
+
+def test_runner_interleaves_and_checks_parameter_counts(tmp_path):
+    results = runner.run_contenders(
+        [_fake(tmp_path, "a"), _fake(tmp_path, "b")], steps=3, log=lambda _: None
+    )
+    assert [len(r["times"]) for r in results.values()] == [3, 3]
+    assert all(r["maxrss_mib"] > 0 for r in results.values())
+    sequential = runner.run_contenders(
+        [_fake(tmp_path, "a"), _fake(tmp_path, "b")], 3, sequential=True, log=lambda _: None
+    )
+    assert len(sequential["b"]["times"]) == 3
+    with pytest.raises(runner.ModelMismatch, match="refusing to compare different models"):
+        runner.run_contenders(
+            [_fake(tmp_path, "a"), _fake(tmp_path, "b", params=11)], 3, log=lambda _: None
+        )
+
+
+def test_runner_names_the_missing_framework(tmp_path):
+    contender = _fake(tmp_path, "a")
+    missing = runner.Peer("x.py", "", "fakeframework_not_installed", "pip install fakeframework")
+    contender.peer = missing
+    with pytest.raises(runner.PeerUnavailable, match="fakeframework_not_installed.*pip install"):
+        runner.check_importable(contender)
+    # a peer script that finds its framework missing at run time (exit code 3)
+    with pytest.raises(runner.PeerUnavailable, match="cannot import 'fakeframework'"):
+        runner.run_contenders([_fake(tmp_path, "b", missing=True)], 1, log=lambda _: None)
+
+
+def test_cli_without_torch_says_how_to_install(capsys):
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is importable here")
+    code = cli.main(["bench", "train", "--config=tiny", "--vs=torch", "--peak-size=0"])
+    assert code == 2
+    message = capsys.readouterr().err
+    assert "'torch'" in message and "pip install torch" in message and "--peer-python" in message
+
+
+def _reference_npz(path: pathlib.Path) -> dict:
+    """pclr-jax weights (perturbed batch-norm statistics), an input and the outputs."""
+    from flax.traverse_util import flatten_dict
+
+    from pclr_jax.model import PCLRModel, init_variables
+
+    config = encoder_config("tiny", 256)
+    rng = np.random.default_rng(0)
+    variables = jax.tree.map(
+        lambda x: np.asarray(x) + rng.normal(0, 0.1, x.shape).astype(np.float32),
+        init_variables(config, jax.random.key(0)),
+    )
+    variables["batch_stats"] = jax.tree_util.tree_map_with_path(
+        lambda p, x: np.abs(x) + 0.5 if p[-1].key == "var" else x, variables["batch_stats"]
+    )
+    x = rng.normal(0, 0.5, (3, config.n_samples, config.n_leads)).astype(np.float32)
+    embed, projection = PCLRModel(config).apply(variables, x)
+    flat = {"/".join(k): np.asarray(v) for k, v in flatten_dict(variables).items()}
+    np.savez(path, input=x, embed=np.asarray(embed), projection=np.asarray(projection), **flat)
+    return arch_spec(config)
+
+
+@pytest.mark.parametrize(
+    "script, module, env_var",
+    [
+        ("torch_pclr.py", "torch", "PCLR_PEER_PYTHON_TORCH"),
+        ("tf_keras_pclr.py", "tensorflow", "PCLR_PEER_PYTHON_TF"),
+    ],
+)
+def test_peer_forward_equals_pclr_jax(script, module, env_var, tmp_path):
+    """Same weights, same outputs; runs where the framework is importable, by this interpreter
+    or by the one named in ``$PCLR_PEER_PYTHON_TORCH`` / ``$PCLR_PEER_PYTHON_TF``."""
+    python = os.environ.get(env_var)
+    if not python:
+        pytest.importorskip(module)
+        python = sys.executable
+    npz = tmp_path / "reference.npz"
+    arch = _reference_npz(npz)
+    command = [python, str(REPO / "benchmarks/peers" / script), "--workload=train"]
+    command += [f"--arch={json.dumps(arch)}", "--batch-pairs=1", f"--check={npz}"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
+    check = json.loads(out.stdout.strip().splitlines()[-1])
+    assert check["embed_max_abs_diff"] < 1e-4 * check["max_abs_output"]
+    assert check["projection_max_abs_diff"] < 1e-4 * check["max_abs_output"]
