@@ -22,9 +22,9 @@ Implementations (``impl``):
   convolution is the faster one) and the gradients as ``"space_to_depth"`` (a ``custom_vjp``
   whose backward pass is the VJP of the space-to-depth form); the pool as ``"space_to_depth"``.
 
-``"auto"`` resolves to ``"space_to_depth_grad"`` on CPU and ``"xla"`` elsewhere (see
-``docs/speed_cpu.md`` for the measurements). Every implementation has the same parameters, so the
-choice can be changed on a trained or converted model.
+``"auto"`` resolves, on CPU, to ``"space_to_depth"`` in training and ``"xla"`` in inference,
+and to ``"xla"`` elsewhere (measurements in ``docs/speed_cpu.md``). Every implementation has the
+same parameters, so the choice can be changed on a trained or converted model.
 """
 
 from __future__ import annotations
@@ -39,18 +39,20 @@ from jax import lax
 
 CONV_IMPLS = ("auto", "xla", "space_to_depth", "space_to_depth_grad")
 
-# What "auto" picks, per backend (jax.default_backend()); anything else gets "xla".
-AUTO_IMPL = {"cpu": "space_to_depth_grad"}
+# What "auto" picks per backend (jax.default_backend()): (training, inference). In training the
+# gradients dominate and the space-to-depth form wins on XLA:CPU; in inference (forward only) the
+# strided lax convolution is the faster one. Other backends get "xla".
+AUTO_IMPL = {"cpu": ("space_to_depth", "xla")}
 
 _DIMS = ("NWC", "WIO", "NWC")
 
 
-def resolve_impl(impl: str) -> str:
-    """``impl`` with ``"auto"`` replaced by this process's choice for its default backend."""
+def resolve_impl(impl: str, train: bool = True) -> str:
+    """``impl`` with ``"auto"`` replaced by the choice for the default backend and the mode."""
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
     if impl == "auto":
-        return AUTO_IMPL.get(jax.default_backend(), "xla")
+        return AUTO_IMPL.get(jax.default_backend(), ("xla", "xla"))[0 if train else 1]
     return impl
 
 

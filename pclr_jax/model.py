@@ -120,11 +120,12 @@ def _batch_norm(config: EncoderConfig, axis_name: str | None, name: str) -> nn.M
     )
 
 
-def _conv(config: EncoderConfig, filters: int, kernel: int, stride: int, name: str) -> nn.Module:
+def _conv(
+    config: EncoderConfig, filters: int, kernel: int, stride: int, train: bool, name: str
+) -> nn.Module:
     """Bias-free 'SAME' conv; kernel ``(kernel, c_in, filters)`` exactly as ``nn.Conv``'s."""
-    return conv.Conv1D(
-        filters, kernel, stride, dtype=config.compute_dtype, impl=config.conv_impl, name=name
-    )
+    impl = conv.resolve_impl(config.conv_impl, train)
+    return conv.Conv1D(filters, kernel, stride, dtype=config.compute_dtype, impl=impl, name=name)
 
 
 class ResidualUnit(nn.Module):
@@ -145,14 +146,14 @@ class ResidualUnit(nn.Module):
         cfg = self.config
         act = ACTIVATIONS[cfg.activation]
         if self.downsample > 1:
-            skip = conv.max_pool1d(skip, self.downsample, cfg.conv_impl)
+            skip = conv.max_pool1d(skip, self.downsample, conv.resolve_impl(cfg.conv_impl, train))
         if skip.shape[-1] != self.filters:
-            skip = _conv(cfg, self.filters, 1, 1, "skip_conv")(skip)
-        x = _conv(cfg, self.filters, cfg.kernel_size, 1, "conv_0")(main)
+            skip = _conv(cfg, self.filters, 1, 1, train, "skip_conv")(skip)
+        x = _conv(cfg, self.filters, cfg.kernel_size, 1, train, "conv_0")(main)
         x = _batch_norm(cfg, self.bn_axis_name, "bn_0")(x, use_running_average=not train)
         x = act(x)
         x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
-        x = _conv(cfg, self.filters, cfg.kernel_size, self.downsample, "conv_1")(x)
+        x = _conv(cfg, self.filters, cfg.kernel_size, self.downsample, train, "conv_1")(x)
         total = x + skip
         x = _batch_norm(cfg, self.bn_axis_name, "bn_out")(total, use_running_average=not train)
         x = act(x)
@@ -179,7 +180,7 @@ class PCLREncoder(nn.Module):
             )
         act = ACTIVATIONS[cfg.activation]
         x = ecg.astype(cfg.compute_dtype)
-        x = _conv(cfg, cfg.stem_filters, cfg.kernel_size, 1, "stem_conv")(x)
+        x = _conv(cfg, cfg.stem_filters, cfg.kernel_size, 1, train, "stem_conv")(x)
         if cfg.stem_batch_norm:
             x = _batch_norm(cfg, self.bn_axis_name, "stem_bn")(x, use_running_average=not train)
         x = act(x)

@@ -193,8 +193,8 @@ def test_encoder_outputs_and_gradients_agree_across_impls(base):
             )
             return jnp.sum(proj**2) + jnp.sum(jnp.sin(embed)), (embed, proj, upd)
 
-        (_, aux), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
-        evaluated = model.apply(variables, x)
+        (_, aux), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+        evaluated = jax.jit(model.apply)(variables, x)
         results[(conv_impl, norm_impl)] = (variables, aux, grads, evaluated)
     ref_vars, ref_aux, ref_grads, ref_eval = results[("xla", "flax")]
     for key, (variables, aux, grads, evaluated) in results.items():
@@ -210,7 +210,8 @@ def test_encoder_outputs_and_gradients_agree_across_impls(base):
 
 
 def test_config_fields_validate_and_round_trip():
-    assert conv.resolve_impl("auto") == conv.AUTO_IMPL.get(jax.default_backend(), "xla")
+    auto = conv.AUTO_IMPL.get(jax.default_backend(), ("xla", "xla"))
+    assert (conv.resolve_impl("auto"), conv.resolve_impl("auto", train=False)) == auto
     assert batch_norm.resolve_impl("auto") == batch_norm.AUTO_IMPL.get(
         jax.default_backend(), "flax"
     )
