@@ -38,6 +38,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.dtype = "float32"
     c.model.bn_momentum = 0.99
     c.model.bn_epsilon = 1e-3
+    # Formulations only (same parameters and values): "auto" picks the fastest measured one per
+    # backend; "xla" / "flax" are the plain lax.conv / nn.BatchNorm (docs/speed_cpu.md).
+    c.model.conv_impl = "auto"
+    c.model.norm_impl = "auto"
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "ntxent"

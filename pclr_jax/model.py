@@ -27,6 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pclr_jax import batch_norm, conv
+
 ACTIVATIONS = {"relu": nn.relu, "swish": nn.swish}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -52,6 +54,10 @@ class EncoderConfig:
     dtype: str = "float32"
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
+    # Formulations (same parameters, same values up to float rounding; "auto" picks per backend,
+    # see pclr_jax/conv.py, pclr_jax/batch_norm.py and docs/speed_cpu.md).
+    conv_impl: str = "auto"
+    norm_impl: str = "auto"
 
     def __post_init__(self):
         if len(self.unit_samples) != len(self.unit_filters):
@@ -62,6 +68,8 @@ class EncoderConfig:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}")
         if any(ds < 1 for ds in self.downsample):
             raise ValueError(f"unit_samples {self.unit_samples} exceed the input length")
+        conv.resolve_impl(self.conv_impl)  # validates
+        batch_norm.resolve_impl(self.norm_impl)
 
     @property
     def downsample(self) -> tuple[int, ...]:
@@ -101,26 +109,23 @@ class EncoderConfig:
         return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
 
 
-def _batch_norm(config: EncoderConfig, axis_name: str | None, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(
-        momentum=config.bn_momentum,
-        epsilon=config.bn_epsilon,
-        dtype=config.compute_dtype,
-        axis_name=axis_name,
-        name=name,
+def _batch_norm(config: EncoderConfig, axis_name: str | None, name: str) -> nn.Module:
+    return batch_norm.batch_norm(
+        config.norm_impl,
+        config.bn_momentum,
+        config.bn_epsilon,
+        config.compute_dtype,
+        axis_name,
+        name,
     )
 
 
-def _conv(config: EncoderConfig, filters: int, kernel: int, stride: int, name: str) -> nn.Conv:
-    return nn.Conv(
-        filters,
-        kernel_size=(kernel,),
-        strides=(stride,),
-        padding="SAME",
-        use_bias=False,
-        dtype=config.compute_dtype,
-        name=name,
-    )
+def _conv(
+    config: EncoderConfig, filters: int, kernel: int, stride: int, train: bool, name: str
+) -> nn.Module:
+    """Bias-free 'SAME' conv; kernel ``(kernel, c_in, filters)`` exactly as ``nn.Conv``'s."""
+    impl = conv.resolve_impl(config.conv_impl, train)
+    return conv.Conv1D(filters, kernel, stride, dtype=config.compute_dtype, impl=impl, name=name)
 
 
 class ResidualUnit(nn.Module):
@@ -141,14 +146,14 @@ class ResidualUnit(nn.Module):
         cfg = self.config
         act = ACTIVATIONS[cfg.activation]
         if self.downsample > 1:
-            skip = nn.max_pool(skip, (self.downsample,), strides=(self.downsample,), padding="SAME")
+            skip = conv.max_pool1d(skip, self.downsample, conv.resolve_impl(cfg.conv_impl, train))
         if skip.shape[-1] != self.filters:
-            skip = _conv(cfg, self.filters, 1, 1, "skip_conv")(skip)
-        x = _conv(cfg, self.filters, cfg.kernel_size, 1, "conv_0")(main)
+            skip = _conv(cfg, self.filters, 1, 1, train, "skip_conv")(skip)
+        x = _conv(cfg, self.filters, cfg.kernel_size, 1, train, "conv_0")(main)
         x = _batch_norm(cfg, self.bn_axis_name, "bn_0")(x, use_running_average=not train)
         x = act(x)
         x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
-        x = _conv(cfg, self.filters, cfg.kernel_size, self.downsample, "conv_1")(x)
+        x = _conv(cfg, self.filters, cfg.kernel_size, self.downsample, train, "conv_1")(x)
         total = x + skip
         x = _batch_norm(cfg, self.bn_axis_name, "bn_out")(total, use_running_average=not train)
         x = act(x)
@@ -175,7 +180,7 @@ class PCLREncoder(nn.Module):
             )
         act = ACTIVATIONS[cfg.activation]
         x = ecg.astype(cfg.compute_dtype)
-        x = _conv(cfg, cfg.stem_filters, cfg.kernel_size, 1, "stem_conv")(x)
+        x = _conv(cfg, cfg.stem_filters, cfg.kernel_size, 1, train, "stem_conv")(x)
         if cfg.stem_batch_norm:
             x = _batch_norm(cfg, self.bn_axis_name, "stem_bn")(x, use_running_average=not train)
         x = act(x)

@@ -1,0 +1,161 @@
+"""Formulations of the encoder's 'SAME' 1-D convolutions and max pools, chosen per backend.
+
+Shapes: activations are ``(batch, n, channels)`` (NWC, as the encoder), kernels ``(k, c_in, c_out)``
+(Flax/Keras layout); padding follows TensorFlow's 'SAME' rule: ``out = ceil(n / stride)``,
+``pad = max((out - 1) * stride + k - n, 0)``, ``pad // 2`` on the left, the rest on the right.
+
+Implementations (``impl``):
+
+* ``"xla"``: ``lax.conv_general_dilated`` with the stride, ``lax.reduce_window`` for the pool
+  (what ``flax.linen.Conv`` / ``nn.max_pool`` do).
+* ``"space_to_depth"``: a strided convolution becomes an UNSTRIDED one on a space-to-depth
+  reshape. With ``x_p`` the padded input (right-padded to a multiple of the stride ``s``) and the
+  kernel zero-padded to ``k' = s * ceil(k / s)`` taps,
+  ``y[o] = sum_j x_p[o s + j] w[j] = sum_q X[o + q] . W[q]`` where ``X = x_p`` reshaped to
+  ``(n_p / s, s c_in)`` and ``W = w`` reshaped to ``(k' / s, s c_in, c_out)``: a VALID stride-1
+  convolution with ``k' / s`` taps (4 for k16/s4). The result is exact (the same products, summed
+  in a different order). XLA:CPU runs unstrided convolutions, and above all their gradients,
+  faster than strided ones (whose input gradient is an lhs-dilated convolution). The
+  non-overlapping pool (window = stride) becomes a reshape and a max over the window axis. Stride-1
+  convolutions are left to ``lax``.
+* ``"space_to_depth_grad"``: the forward pass as ``"xla"`` (on XLA:CPU the strided forward
+  convolution is the faster one) and the gradients as ``"space_to_depth"`` (a ``custom_vjp``
+  whose backward pass is the VJP of the space-to-depth form); the pool as ``"space_to_depth"``.
+
+``"auto"`` resolves, on CPU, to ``"space_to_depth"`` in training and ``"xla"`` in inference,
+and to ``"xla"`` elsewhere (measurements in ``docs/speed_cpu.md``). Every implementation has the
+same parameters, so the choice can be changed on a trained or converted model.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+CONV_IMPLS = ("auto", "xla", "space_to_depth", "space_to_depth_grad")
+
+# What "auto" picks per backend (jax.default_backend()): (training, inference). In training the
+# gradients dominate and the space-to-depth form wins on XLA:CPU; in inference (forward only) the
+# strided lax convolution is the faster one. Other backends get "xla".
+AUTO_IMPL = {"cpu": ("space_to_depth", "xla")}
+
+_DIMS = ("NWC", "WIO", "NWC")
+
+
+def resolve_impl(impl: str, train: bool = True) -> str:
+    """``impl`` with ``"auto"`` replaced by the choice for the default backend and the mode."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+    if impl == "auto":
+        return AUTO_IMPL.get(jax.default_backend(), ("xla", "xla"))[0 if train else 1]
+    return impl
+
+
+def same_padding(n: int, k: int, stride: int) -> tuple[int, int]:
+    """TensorFlow 'SAME' padding ``(left, right)`` of a window ``k`` with ``stride`` over ``n``."""
+    out = -(-n // stride)
+    total = max((out - 1) * stride + k - n, 0)
+    return total // 2, total - total // 2
+
+
+def conv1d_xla(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+    """The reference: 'SAME' ``lax.conv_general_dilated``, ``(b, n, c) -> (b, ceil(n/s), f)``."""
+    pad = same_padding(x.shape[1], kernel.shape[0], stride)
+    return lax.conv_general_dilated(x, kernel, (stride,), [pad], dimension_numbers=_DIMS)
+
+
+def conv1d_space_to_depth(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+    """'SAME' strided convolution as an unstrided VALID one on a space-to-depth reshape.
+
+    Same values as :func:`conv1d_xla` up to float rounding; stride 1 (and 1x1 kernels, whose
+    strided form is a subsampled matmul) go to ``lax`` unchanged.
+    """
+    k, c_in, c_out = kernel.shape
+    if stride == 1 or k == 1:
+        return conv1d_xla(x, kernel, stride)
+    batch, n, _ = x.shape
+    out = -(-n // stride)
+    taps = -(-k // stride)  # kernel taps after the reshape
+    left, _ = same_padding(n, k, stride)
+    # Output o reads padded samples o*s .. o*s + k - 1, so (out - 1 + taps) * s samples cover all.
+    length = (out - 1 + taps) * stride
+    x = jnp.pad(x, [(0, 0), (left, length - n - left), (0, 0)])
+    x = x.reshape(batch, length // stride, stride * c_in)
+    kernel = jnp.pad(kernel, [(0, taps * stride - k), (0, 0), (0, 0)])
+    kernel = kernel.reshape(taps, stride * c_in, c_out)
+    return lax.conv_general_dilated(x, kernel, (1,), "VALID", dimension_numbers=_DIMS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv1d_space_to_depth_grad(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+    """:func:`conv1d_xla` forward; gradients by the VJP of :func:`conv1d_space_to_depth`."""
+    return conv1d_xla(x, kernel, stride)
+
+
+def _s2d_grad_fwd(x, kernel, stride):
+    return conv1d_xla(x, kernel, stride), (x, kernel)
+
+
+def _s2d_grad_bwd(stride, residuals, dy):
+    _, vjp = jax.vjp(lambda x, k: conv1d_space_to_depth(x, k, stride), *residuals)
+    return vjp(dy)
+
+
+conv1d_space_to_depth_grad.defvjp(_s2d_grad_fwd, _s2d_grad_bwd)
+
+
+def conv1d(x: jax.Array, kernel: jax.Array, stride: int = 1, impl: str = "xla") -> jax.Array:
+    """'SAME' 1-D convolution ``(b, n, c_in) x (k, c_in, c_out) -> (b, ceil(n / s), c_out)``."""
+    impl = resolve_impl(impl)
+    if impl == "space_to_depth":
+        return conv1d_space_to_depth(x, kernel, stride)
+    if impl == "space_to_depth_grad" and stride > 1 and kernel.shape[0] > 1:
+        return conv1d_space_to_depth_grad(x, kernel, stride)
+    return conv1d_xla(x, kernel, stride)
+
+
+def max_pool1d(x: jax.Array, pool: int, impl: str = "xla") -> jax.Array:
+    """'SAME' max pool with window = stride = ``pool``: ``(b, n, c) -> (b, ceil(n / pool), c)``.
+
+    Padding never wins a window (TensorFlow's rule). ``"space_to_depth"`` (and
+    ``"space_to_depth_grad"``) pads with ``-inf``,
+    reshapes to ``(b, n / pool, pool, c)`` and takes the max over the window axis. Its gradient
+    splits ties evenly where ``lax``'s goes to one element; the encoder only pools values that
+    are either pre-activation sums (no ties) or ReLU outputs, whose tied zeros get no gradient.
+    """
+    if resolve_impl(impl) == "xla":
+        return nn.max_pool(x, (pool,), strides=(pool,), padding="SAME")
+    batch, n, c = x.shape
+    left, right = same_padding(n, pool, pool)
+    if left or right:
+        x = jnp.pad(x, [(0, 0), (left, right), (0, 0)], constant_values=-jnp.inf)
+    return jnp.max(x.reshape(batch, (n + left + right) // pool, pool, c), axis=2)
+
+
+class Conv1D(nn.Module):
+    """A bias-free 'SAME' ``nn.Conv`` replacement with a selectable formulation.
+
+    Parameter ``kernel`` ``(kernel_size, c_in, features)``, initialised as ``nn.Conv`` does
+    (LeCun normal), so variables are interchangeable with ``nn.Conv(..., use_bias=False)``.
+    ``dtype`` is the compute dtype (inputs and kernel are cast to it); parameters are float32.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    dtype: Any = jnp.float32
+    impl: str = "auto"
+    kernel_init: Any = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param(
+            "kernel", self.kernel_init, (self.kernel_size, x.shape[-1], self.features), jnp.float32
+        )
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        return conv1d(x, kernel, self.stride, self.impl)

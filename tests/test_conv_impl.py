@@ -1,0 +1,225 @@
+"""The conv / pool / batch-norm formulations (pclr_jax/conv.py, pclr_jax/batch_norm.py) against
+the reference ``lax.conv_general_dilated``, ``nn.max_pool`` and ``nn.BatchNorm``: values and
+gradients, per layer and for the whole encoder."""
+
+import itertools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+from keras_reference import ODD, TINY
+
+from pclr_jax import batch_norm, conv
+from pclr_jax.model import EncoderConfig, PCLRModel, init_variables
+
+
+def _reference_conv(x, kernel, stride):
+    """lax 'SAME' (TensorFlow's padding rule), at full float32 precision."""
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        (stride,),
+        "SAME",
+        dimension_numbers=("NWC", "WIO", "NWC"),
+        precision=lax.Precision.HIGHEST,
+    )
+
+
+def _close(actual, expected, rtol=1e-5):
+    """Max abs difference within ``rtol`` of the reference's largest magnitude."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * np.max(np.abs(expected)))
+
+
+@pytest.mark.parametrize("impl", ["xla", "space_to_depth", "space_to_depth_grad"])
+@pytest.mark.parametrize(
+    "length,kernel,stride",
+    [
+        (4096, 16, 4),
+        (4096, 16, 1),
+        (2500, 16, 2),
+        (1250, 16, 4),
+        (1024, 16, 4),
+        (313, 16, 4),
+        (79, 16, 4),
+        (20, 16, 4),
+        (1024, 1, 1),
+        (313, 1, 4),
+        (20, 5, 3),
+        (17, 7, 4),
+        (9, 16, 4),
+    ],
+)
+def test_conv_matches_lax_values_and_gradients(impl, length, kernel, stride):
+    rng = np.random.default_rng(length * 31 + kernel * 7 + stride)
+    x = jnp.asarray(rng.normal(size=(2, length, 6)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, 6, 5)) / np.sqrt(kernel * 6), jnp.float32)
+    out = -(-length // stride)
+    g = jnp.asarray(rng.normal(size=(2, out, 5)), jnp.float32)
+
+    def loss(f):
+        return lambda x, w: jnp.sum(f(x, w) * g)
+
+    actual = conv.conv1d(x, w, stride, impl)
+    expected = _reference_conv(x, w, stride)
+    assert actual.shape == (2, out, 5)
+    _close(actual, expected)
+    got = jax.grad(loss(lambda x, w: conv.conv1d(x, w, stride, impl)), (0, 1))(x, w)
+    want = jax.grad(loss(lambda x, w: _reference_conv(x, w, stride)), (0, 1))(x, w)
+    for a, e in zip(got, want, strict=True):
+        _close(a, e)
+
+
+@pytest.mark.parametrize("n,k,stride", [(4096, 16, 4), (2500, 16, 2), (313, 16, 4), (17, 7, 4)])
+def test_space_to_depth_padding_is_tensorflow_same(n, k, stride):
+    """out = ceil(n / s); pad_total = max((out - 1) s + k - n, 0); left = pad_total // 2."""
+    out = -(-n // stride)
+    total = max((out - 1) * stride + k - n, 0)
+    assert conv.same_padding(n, k, stride) == (total // 2, total - total // 2)
+    assert conv.same_padding(4096, 16, 4) == (6, 6)
+    assert conv.same_padding(4096, 16, 1) == (7, 8)
+
+
+@pytest.mark.parametrize(
+    "length,pool", [(4096, 4), (2500, 2), (1250, 4), (313, 4), (79, 4), (6, 4)]
+)
+def test_max_pool_matches_flax_values_and_gradients(length, pool):
+    rng = np.random.default_rng(length + pool)
+    x = jnp.asarray(-rng.uniform(1.0, 2.0, size=(2, length, 3)), jnp.float32)  # all negative
+    g = jnp.asarray(rng.normal(size=(2, -(-length // pool), 3)), jnp.float32)
+    expected = nn.max_pool(x, (pool,), strides=(pool,), padding="SAME")
+    grads = []
+    for impl in ("xla", "space_to_depth", "space_to_depth_grad"):
+        actual = conv.max_pool1d(x, pool, impl)
+        np.testing.assert_array_equal(actual, expected)
+        grads.append(jax.grad(lambda x, impl=impl: jnp.sum(conv.max_pool1d(x, pool, impl) * g))(x))
+    np.testing.assert_array_equal(grads[0], grads[1])
+    np.testing.assert_array_equal(grads[0], grads[2])
+
+
+def _bn_apply(impl, x, variables, train, axis_name=None):
+    module = batch_norm.batch_norm(impl, 0.9, 1e-3, x.dtype, axis_name, "bn")
+    return module.apply(variables, x, use_running_average=not train, mutable=["batch_stats"])
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_fused_batch_norm_matches_flax(train):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(loc=0.5, scale=2.0, size=(4, 40, 6)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    shapes = {}
+    for impl in ("flax", "fused"):
+        v = batch_norm.batch_norm(impl, 0.9, 1e-3, jnp.float32, None, "bn").init(
+            jax.random.key(0), x, use_running_average=True
+        )
+        shapes[impl] = jax.tree.map(lambda a: (a.shape, a.dtype, float(a.sum())), v)
+    assert shapes["flax"] == shapes["fused"]
+    variables = {
+        "params": {
+            "scale": jnp.asarray(rng.uniform(0.5, 1.5, 6), jnp.float32),
+            "bias": jnp.asarray(rng.normal(size=6), jnp.float32),
+        },
+        "batch_stats": {
+            "mean": jnp.asarray(rng.normal(size=6), jnp.float32),
+            "var": jnp.asarray(rng.uniform(0.5, 2.0, 6), jnp.float32),
+        },
+    }
+    (y_ref, st_ref), (y, st) = (_bn_apply(i, x, variables, train) for i in ("flax", "fused"))
+    _close(y, y_ref)
+    for a, e in zip(jax.tree.leaves(st), jax.tree.leaves(st_ref), strict=True):
+        _close(a, e)
+
+    def loss(impl):
+        return lambda x, p: jnp.sum(_bn_apply(impl, x, {**variables, "params": p}, train)[0] * g)
+
+    got = jax.grad(loss("fused"), (0, 1))(x, variables["params"])
+    want = jax.grad(loss("flax"), (0, 1))(x, variables["params"])
+    for a, e in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        _close(a, e, rtol=1e-4)
+
+
+def test_fused_batch_norm_averages_statistics_over_axis_name():
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 10, 4)), jnp.float32)
+    variables = batch_norm.FusedBatchNorm().init(jax.random.key(0), x[0], True)
+    outs = {
+        impl: jax.vmap(
+            lambda xi, impl=impl: _bn_apply(impl, xi, variables, True, "d"), axis_name="d"
+        )(x)
+        for impl in ("flax", "fused")
+    }
+    for a, e in zip(jax.tree.leaves(outs["fused"]), jax.tree.leaves(outs["flax"]), strict=True):
+        _close(a, e)
+
+
+IMPLS = list(itertools.product(conv.CONV_IMPLS[1:], batch_norm.NORM_IMPLS[1:]))
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        TINY,
+        ODD,
+        EncoderConfig(
+            n_samples=2500,
+            unit_samples=(1250, 313, 79, 20),
+            unit_filters=(8, 8, 16, 16),
+            stem_filters=8,
+            head_sizes=(16,),
+        ),
+    ],
+    ids=["tiny", "odd", "lead_ii_strides"],
+)
+def test_encoder_outputs_and_gradients_agree_across_impls(base):
+    """Same parameters (tree, shapes, initial values) and, in training mode, the same
+    embeddings, projections, batch statistics and gradients for every formulation."""
+    base = base.replace(dropout=0.0)
+    x = np.random.default_rng(0).normal(size=(3, base.n_samples, base.n_leads)).astype(np.float32)
+    results = {}
+    for conv_impl, norm_impl in IMPLS:
+        config = base.replace(conv_impl=conv_impl, norm_impl=norm_impl)
+        variables = init_variables(config, jax.random.key(0))
+        model = PCLRModel(config)
+
+        def loss(params, variables=variables, model=model):
+            (embed, proj), upd = model.apply(
+                {"params": params, "batch_stats": variables["batch_stats"]},
+                x,
+                train=True,
+                mutable=["batch_stats"],
+            )
+            return jnp.sum(proj**2) + jnp.sum(jnp.sin(embed)), (embed, proj, upd)
+
+        (_, aux), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+        evaluated = jax.jit(model.apply)(variables, x)
+        results[(conv_impl, norm_impl)] = (variables, aux, grads, evaluated)
+    ref_vars, ref_aux, ref_grads, ref_eval = results[("xla", "flax")]
+    for key, (variables, aux, grads, evaluated) in results.items():
+        assert jax.tree.structure(variables) == jax.tree.structure(ref_vars), key
+        for a, e in zip(jax.tree.leaves(variables), jax.tree.leaves(ref_vars), strict=True):
+            np.testing.assert_array_equal(a, e)
+        for a, e in zip(
+            jax.tree.leaves((aux, evaluated)), jax.tree.leaves((ref_aux, ref_eval)), strict=True
+        ):
+            _close(a, e, rtol=2e-5)
+        for a, e in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
+            _close(a, e, rtol=1e-4)
+
+
+def test_config_fields_validate_and_round_trip():
+    auto = conv.AUTO_IMPL.get(jax.default_backend(), ("xla", "xla"))
+    assert (conv.resolve_impl("auto"), conv.resolve_impl("auto", train=False)) == auto
+    assert batch_norm.resolve_impl("auto") == batch_norm.AUTO_IMPL.get(
+        jax.default_backend(), "flax"
+    )
+    config = EncoderConfig(conv_impl="space_to_depth", norm_impl="fused")
+    assert EncoderConfig.from_dict(config.to_dict()) == config
+    old = {k: v for k, v in EncoderConfig().to_dict().items() if not k.endswith("_impl")}
+    assert EncoderConfig.from_dict(old) == EncoderConfig()  # configs saved before the fields
+    with pytest.raises(ValueError, match="conv_impl"):
+        EncoderConfig(conv_impl="im2col")
+    with pytest.raises(ValueError, match="norm_impl"):
+        EncoderConfig(norm_impl="welford")
