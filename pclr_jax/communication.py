@@ -44,6 +44,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pclr_jax import batch_norm
 from pclr_jax.model import EncoderConfig
 
 KINDS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
@@ -328,6 +329,14 @@ def expected_bytes(
       sync_batch_norm: as in :func:`pclr_jax.train_step.make_train_step`.
       n_loss_metrics: float32 scalar metrics the loss returns (1 for NT-Xent).
 
+    The batch-norm backward term depends on ``config.norm_impl`` (resolved for this process's
+    backend): ``flax``'s ``nn.BatchNorm`` sums the cotangents of the replicated mean and scale
+    factor (one value per channel beyond the parameters); ``fused`` normalises with a replicated
+    scale and shift whose cotangents replace those of the batch-norm parameters (none beyond).
+    The space-to-depth convolutions (``conv_impl``) communicate what ``xla`` does when the kernel
+    size is a multiple of every stride, as in the released models; otherwise their kernel
+    cotangents are padded to one and this model undercounts.
+
     Returns:
       ``{'terms': {name: {'kind', 'operand_bytes', 'result_bytes'}}, 'totals': {kind: {...}}}``
       with the same byte conventions as :func:`collective_bytes` (``totals`` has no ``count``:
@@ -356,9 +365,9 @@ def expected_bytes(
         terms["batch-norm statistics, forward (mean, mean square)"] = all_reduce(
             f32 * 2 * bn_channels
         )
-        terms["batch-norm backward (mean and factor cotangents, less the scale)"] = all_reduce(
-            f32 * bn_channels
-        )
+        if batch_norm.resolve_impl(config.norm_impl) == "flax":
+            name = "batch-norm backward (mean and factor cotangents, less the scale)"
+            terms[name] = all_reduce(f32 * bn_channels)
     terms["running batch statistics (mean, var)"] = all_reduce(f32 * 2 * bn_channels)
     totals = {k: dict(operand_bytes=0, result_bytes=0, ring_bytes=0.0) for k in KINDS}
     for term in terms.values():

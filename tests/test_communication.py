@@ -18,12 +18,13 @@ from pclr_jax.train_state import create_train_state
 from pclr_jax.train_step import make_train_step
 
 # Small enough to compile in seconds; unit 0 keeps its width (no skip convolution), unit 1 widens.
+# The kernel size is a multiple of the strides, as in the released models (see expected_bytes).
 TINY = EncoderConfig(
     n_samples=64,
     unit_samples=(16, 4),
     unit_filters=(8, 16),
     stem_filters=8,
-    kernel_size=3,
+    kernel_size=4,
     head_sizes=(16, 12),
 )
 
@@ -96,8 +97,10 @@ def test_parameter_count_matches_the_model():
         (TINY, 8, 2, True),
         (TINY, 8, 2, False),
         (TINY.replace(dtype="bfloat16"), 4, 3, True),
+        (TINY.replace(conv_impl="xla", norm_impl="flax"), 8, 2, True),
+        (TINY.replace(conv_impl="space_to_depth", norm_impl="fused"), 8, 2, True),
     ],
-    ids=["global-bn-8", "per-device-bn-8", "global-bn-bf16-4"],
+    ids=["global-bn-8", "per-device-bn-8", "global-bn-bf16-4", "xla-flax-8", "s2d-fused-8"],
 )
 def test_compiled_step_communicates_the_modelled_bytes(
     config, n_devices, pairs_per_device, sync_batch_norm
