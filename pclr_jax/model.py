@@ -68,8 +68,14 @@ class EncoderConfig:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}")
         if any(ds < 1 for ds in self.downsample):
             raise ValueError(f"unit_samples {self.unit_samples} exceed the input length")
-        conv.resolve_impl(self.conv_impl)  # validates
-        batch_norm.resolve_impl(self.norm_impl)
+        # Membership only: resolving "auto" asks for the backend, which must not be initialised
+        # when a config is built (jax.distributed.initialize has to come first).
+        if self.conv_impl not in conv.CONV_IMPLS:
+            raise ValueError(f"conv_impl must be one of {conv.CONV_IMPLS}, got {self.conv_impl!r}")
+        if self.norm_impl not in batch_norm.NORM_IMPLS:
+            raise ValueError(
+                f"norm_impl must be one of {batch_norm.NORM_IMPLS}, got {self.norm_impl!r}"
+            )
 
     @property
     def downsample(self) -> tuple[int, ...]:
