@@ -153,7 +153,7 @@ def _check_values(mv: np.ndarray, record_id: str, leads: Sequence[str]) -> None:
         raise ECGValidationError(
             f"record {record_id}: lead {lead} has {count} NaN/inf samples",
             record_id=record_id,
-            reason="nan",
+            reason="non_finite",
             lead=lead,
         )
     peak_to_peak = np.ptp(mv, axis=0)
@@ -198,7 +198,8 @@ def prepare_ecg(
     Raises :class:`ECGValidationError` with ``reason``: ``'missing_lead'``, ``'bad_shape'``,
     ``'bad_sampling_rate'``, ``'too_short'`` (fewer than 16 samples, or shorter than expected),
     ``'too_long'``, ``'units'`` (unknown unit, or a median 1-99 percentile range above 20 mV: uV
-    labelled as mV), ``'nan'`` (NaN or inf in a lead), ``'flat_lead'`` (peak-to-peak < 0.01 mV).
+    labelled as mV), ``'non_finite'`` (NaN or inf in a lead), ``'flat_lead'`` (peak-to-peak
+    < 0.01 mV).
     """
     if resample not in _RESAMPLERS:
         raise ValueError(f"resample must be one of {RESAMPLE_METHODS}, got {resample!r}")

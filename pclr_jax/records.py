@@ -57,7 +57,7 @@ class ECGValidationError(ValueError):
         lead: the offending lead's standard name, or ``None`` for the whole record.
         source: the file involved, when known.
         reason: a short tag, e.g. ``'corrupt_file'``, ``'missing_file'``, ``'header_mismatch'``,
-            ``'bad_shape'``, ``'missing_lead'``, ``'nan'``, ``'flat_lead'``, ``'too_short'``,
+            ``'bad_shape'``, ``'missing_lead'``, ``'non_finite'``, ``'flat_lead'``, ``'too_short'``,
             ``'too_long'``, ``'units'``, ``'unsupported_file'``.
     """
 

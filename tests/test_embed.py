@@ -126,7 +126,7 @@ def test_cli_end_to_end_with_report(weights, inputs, tmp_path, capsys, test_data
     assert run_embed(h5_path, inputs, tmp_path / "out.csv") == 0
     printed = capsys.readouterr().out
     table = pd.read_csv(tmp_path / "out.csv")
-    rejected = pd.read_csv(tmp_path / "out.rejected.csv", keep_default_na=False)  # reason "nan"
+    rejected = pd.read_csv(tmp_path / "out.rejected.csv")  # default NA parsing: reasons stay text
     assert list(table.columns) == ["sample_id", *[f"latent_{i}" for i in range(24)]]
     assert len(table) + len(rejected) == n_in
     assert list(rejected.columns) == ["sample_id", "path", "reason", "message"]
@@ -135,7 +135,7 @@ def test_cli_end_to_end_with_report(weights, inputs, tmp_path, capsys, test_data
     assert reasons == {
         chosen[2].rsplit("/", 1)[-1]: "corrupt_file",
         "s0010_re": "too_long",
-        "arrays:1": "nan",
+        "arrays:1": "non_finite",
     }
     assert f"{n_in} records: {len(table)} embedded" in printed and "3 rejected" in printed
     paths = set(rejected["path"])

@@ -160,10 +160,10 @@ def expect_error(record, reason, lead=None, **kwargs):
 def test_bad_inputs_name_record_and_lead(record):
     signal = record.signal.copy()
     signal[100:110, 8] = np.nan  # V3
-    expect_error(with_signal(record, signal), "nan", "V3")
+    expect_error(with_signal(record, signal), "non_finite", "V3")
     signal = record.signal.copy()
     signal[5, 4] = np.inf  # AVL in the file, aVL in the error
-    expect_error(with_signal(record, signal), "nan", "aVL")
+    expect_error(with_signal(record, signal), "non_finite", "aVL")
     signal = record.signal.copy()
     signal[:, 4] = 0.2
     expect_error(with_signal(record, signal), "flat_lead", "aVL")

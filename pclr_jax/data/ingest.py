@@ -41,7 +41,8 @@ class Outcome:
         ecg: ``(n_samples, 12)`` float16 mV in ``STANDARD_LEADS`` order, or ``None`` if rejected.
         sampling_rate: the source's sampling rate in Hz (NaN if unknown because the file is bad).
         reason: ``None`` for a prepared record, else a short tag (``ECGValidationError.reason``,
-            e.g. ``'corrupt_file'``, ``'nan'``, ``'missing_lead'``, ``'too_short'``, ``'units'``).
+            e.g. ``'corrupt_file'``, ``'non_finite'``, ``'missing_lead'``, ``'too_short'``,
+            ``'units'``).
         message: a human-readable explanation naming the record.
     """
 
