@@ -69,56 +69,16 @@ def compile_and_compare(devices: int, pairs_per_device: int, dtype: str) -> dict
     import time
 
     import jax
-    import jax.numpy as jnp
-    import ml_collections
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
 
     from pclr_jax import communication
     from pclr_jax.distributed import make_mesh
-    from pclr_jax.losses import get_loss
     from pclr_jax.model import EncoderConfig
-    from pclr_jax.optimizers import make_optimizer
-    from pclr_jax.train_state import create_train_state
-    from pclr_jax.train_step import make_train_step
 
     config = EncoderConfig(dtype=dtype)
     mesh = make_mesh()
     pairs = pairs_per_device * mesh.size
-    opt_cfg = ml_collections.ConfigDict(
-        dict(
-            name="adam",
-            learning_rate=1e-3,
-            lr_scaling="none",
-            base_batch_pairs=256,
-            warmup_steps=0,
-            schedule="cosine",
-            weight_decay=0.0,
-            grad_clip_norm=None,
-            b1=0.9,
-            b2=0.999,
-            eps=1e-7,
-        )
-    )
-    optimizer, _ = make_optimizer(opt_cfg, pairs, 10)
-    replicated, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    state = jax.eval_shape(
-        lambda: create_train_state(config, get_loss("ntxent"), optimizer, jax.random.key(0), mesh)
-    )
-    state = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), state
-    )
-    view = jax.ShapeDtypeStruct(
-        (pairs, config.n_samples, config.n_leads), jnp.float32, sharding=rows
-    )
-    batch = {
-        "view_a": view,
-        "view_b": view,
-        "patient_id": jax.ShapeDtypeStruct((pairs,), jnp.int32, sharding=rows),
-    }
-    step = make_train_step(config, "ntxent", {}, optimizer, mesh)
     start = time.perf_counter()
-    text = step.lower(state, batch).compile().as_text()
+    text = communication.compiled_step_hlo(config, mesh, pairs)
     seconds = time.perf_counter() - start
     measured = communication.collective_bytes(text)
     expected = communication.expected_bytes(config, pairs_per_device, mesh.size)

@@ -289,6 +289,43 @@ def collective_bytes(compiled_or_hlo_text: Any) -> dict[str, dict[str, float]]:
     return totals
 
 
+def compiled_step_hlo(
+    config: EncoderConfig, mesh: Any, global_pairs: int, sync_batch_norm: bool = True
+) -> str:
+    """HLO text of the real sharded NT-Xent train step (Adam) compiled for ``mesh`` and a global
+    batch of ``global_pairs`` pairs, from abstract inputs: nothing is allocated or run. The
+    optimizer (``fixed_adam_config``) does not change what is communicated: its update runs on
+    the all-reduced, replicated gradients."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from pclr_jax.losses import get_loss
+    from pclr_jax.optimizers import fixed_adam_config, make_optimizer
+    from pclr_jax.train_state import create_train_state
+    from pclr_jax.train_step import make_train_step
+
+    optimizer, _ = make_optimizer(fixed_adam_config(), global_pairs, total_steps=10)
+    replicated, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    state = jax.eval_shape(
+        lambda: create_train_state(config, get_loss("ntxent"), optimizer, jax.random.key(0), mesh)
+    )
+    state = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), state
+    )
+    view = jax.ShapeDtypeStruct(
+        (global_pairs, config.n_samples, config.n_leads), jnp.float32, sharding=rows
+    )
+    batch = {
+        "view_a": view,
+        "view_b": view,
+        "patient_id": jax.ShapeDtypeStruct((global_pairs,), jnp.int32, sharding=rows),
+    }
+    step = make_train_step(config, "ntxent", {}, optimizer, mesh, sync_batch_norm=sync_batch_norm)
+    return step.lower(state, batch).compile().as_text()
+
+
 def batch_norm_channels(config: EncoderConfig) -> list[int]:
     """Channels of every batch-norm layer of the encoder, in order (stem, then two per unit)."""
     stem = [config.stem_filters] if config.stem_batch_norm else []

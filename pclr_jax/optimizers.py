@@ -157,6 +157,26 @@ def make_optimizer(
     return optimizer, schedule
 
 
+def fixed_adam_config() -> ml_collections.ConfigDict:
+    """A fixed optimizer for measurements (``pclr bench``, compiled-program checks): Adam at a
+    constant 1e-3 with no batch scaling, eps 1e-7 (Keras'), clipping at global norm 1."""
+    return ml_collections.ConfigDict(
+        dict(
+            name="adam",
+            learning_rate=1e-3,
+            lr_scaling="none",
+            base_batch_pairs=256,
+            warmup_steps=0,
+            schedule="constant",
+            weight_decay=0.0,
+            grad_clip_norm=1.0,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-7,
+        )
+    )
+
+
 def current_learning_rate(opt_state: Any) -> jax.Array:
     """The learning rate the last ``update`` used (from a :func:`make_optimizer` state).
 

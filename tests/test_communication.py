@@ -3,19 +3,13 @@ of ``pclr_jax.communication``: two independent derivations of the bytes a step c
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import pytest
 from jax import lax
-from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from pclr_jax import communication
 from pclr_jax.distributed import make_mesh
-from pclr_jax.losses import get_loss
 from pclr_jax.model import EncoderConfig, init_variables
-from pclr_jax.optimizers import make_optimizer
-from pclr_jax.train_state import create_train_state
-from pclr_jax.train_step import make_train_step
 
 # Small enough to compile in seconds; unit 0 keeps its width (no skip convolution), unit 1 widens.
 # The kernel size is a multiple of the strides, as in the released models (see expected_bytes).
@@ -32,41 +26,9 @@ TINY = EncoderConfig(
 def _compiled_step(config, n_devices, pairs_per_device, sync_batch_norm):
     """The HLO text of the compiled train step (abstract inputs: nothing runs)."""
     mesh = make_mesh(jax.devices()[:n_devices])
-    pairs = pairs_per_device * n_devices
-    opt_cfg = ml_collections.ConfigDict(
-        dict(
-            name="adam",
-            learning_rate=1e-3,
-            lr_scaling="none",
-            base_batch_pairs=256,
-            warmup_steps=0,
-            schedule="cosine",
-            weight_decay=0.0,
-            grad_clip_norm=1.0,
-            b1=0.9,
-            b2=0.999,
-            eps=1e-7,
-        )
+    return communication.compiled_step_hlo(
+        config, mesh, pairs_per_device * n_devices, sync_batch_norm=sync_batch_norm
     )
-    optimizer, _ = make_optimizer(opt_cfg, pairs, 10)
-    state = jax.eval_shape(
-        lambda: create_train_state(config, get_loss("ntxent"), optimizer, jax.random.key(0), mesh)
-    )
-    replicated = NamedSharding(mesh, P())
-    state = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), state
-    )
-    rows = NamedSharding(mesh, P("data"))
-    view = jax.ShapeDtypeStruct(
-        (pairs, config.n_samples, config.n_leads), jnp.float32, sharding=rows
-    )
-    batch = {
-        "view_a": view,
-        "view_b": view,
-        "patient_id": jax.ShapeDtypeStruct((pairs,), jnp.int32, sharding=rows),
-    }
-    step = make_train_step(config, "ntxent", {}, optimizer, mesh, sync_batch_norm=sync_batch_norm)
-    return step.lower(state, batch).compile().as_text()
 
 
 def _assert_bytes_match(measured, expected):

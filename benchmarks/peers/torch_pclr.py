@@ -25,9 +25,7 @@ Install: ``pip install torch==2.13.0`` (a CPU wheel) or
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import math
 import pathlib
 import sys
@@ -260,16 +258,7 @@ def setup(args, arch: dict):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    protocol = _load_protocol()
-    protocol.add_workload_args(parser)
-    parser.add_argument("--check", help="npz of pclr-jax weights, input and outputs")
-    args = parser.parse_args()
-    arch = json.loads(args.arch)
-    if args.check:
-        print(json.dumps({"event": "check", **check(args.check, arch)}), flush=True)
-        return
-    protocol.run_contender(args, lambda: setup(args, arch))
+    _load_protocol().peer_main(__doc__.split("\n")[0], setup, check)
 
 
 if __name__ == "__main__":

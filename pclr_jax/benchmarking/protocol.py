@@ -108,3 +108,22 @@ def run_contender(
     else:
         times = [timed(step) for _ in range(args.steps)]
     emit({"event": "result", **info, "times": times, "maxrss_mib": maxrss_mib()})
+
+
+def peer_main(
+    description: str,
+    setup: Callable[[argparse.Namespace, dict], tuple[Callable[[], None], dict]],
+    check: Callable[[str, dict], dict],
+) -> None:
+    """The command line of a peer script: the workload arguments, then either ``--check FILE``
+    (``check(file, arch)``: outputs against pclr-jax's, printed as one JSON line) or the
+    contender protocol on ``setup(args, arch)``; ``arch`` is the ``--arch`` JSON."""
+    parser = argparse.ArgumentParser(description=description)
+    add_workload_args(parser)
+    parser.add_argument("--check", help="npz of pclr-jax weights, input and outputs")
+    args = parser.parse_args()
+    arch = json.loads(args.arch)
+    if args.check:
+        emit({"event": "check", **check(args.check, arch)})
+        return
+    run_contender(args, lambda: setup(args, arch))

@@ -69,26 +69,9 @@ def config_from_spec(spec: dict) -> EncoderConfig:
 
 
 def _optimizer(pairs: int):
-    import ml_collections
+    from pclr_jax.optimizers import fixed_adam_config, make_optimizer
 
-    from pclr_jax.optimizers import make_optimizer
-
-    cfg = ml_collections.ConfigDict(
-        dict(
-            name="adam",
-            learning_rate=1e-3,
-            lr_scaling="none",
-            base_batch_pairs=256,
-            warmup_steps=0,
-            schedule="constant",
-            weight_decay=0.0,
-            grad_clip_norm=1.0,
-            b1=0.9,
-            b2=0.999,
-            eps=1e-7,
-        )
-    )
-    return make_optimizer(cfg, pairs, total_steps=1000)[0]
+    return make_optimizer(fixed_adam_config(), pairs, total_steps=1000)[0]
 
 
 def setup_train(config: EncoderConfig, pairs: int, seed: int):
