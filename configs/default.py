@@ -17,7 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "pclr_synthetic"
-    c.data.config = "cpu_default"
+    c.data.config = "cpu_realistic"
     c.data.data_dir = "data/tfds"  # relative paths are resolved against the current directory
     c.data.prepare_if_missing = True  # only for generated data sets; real ones need `pclr prepare`
     c.data.train_split = "train"
