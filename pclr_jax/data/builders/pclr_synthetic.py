@@ -44,15 +44,14 @@ class SyntheticBuilderConfig(ECGConfig):
 
 
 REALISTIC = {
-    "noise_mv": (0.0008, 0.005),
+    "noise_mv": (0.001, 0.007),
     "baseline_wander_mv": (0.008, 0.1),
     "powerline_probability": 0.1,
-    "electrode_jitter_scale": 0.6,
     "morphology_families": 40,
-    "family_weight": 0.6,
+    "family_weight": 0.9,
     "visit_interval_years": 1.5,
     "trait_drift_per_year": 0.03,
-    "visit_jitter": 0.1,
+    "visit_jitter": 0.2,
     "heart_rate_jitter": 0.7,
     "condition_drift_per_year": 0.3,
     "condition_jitter": 0.15,
