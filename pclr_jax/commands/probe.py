@@ -11,7 +11,7 @@ Examples::
         --test-split test --task af:binary --baseline random_init --baseline scratch --out out
 
 Writes ``results.csv`` (source, task, size, size_label, repeat, metric, value, ci_low, ci_high,
-n_train, n_test), ``skipped.csv``, ``learning_curves.png``, ``summary.txt``, and with
+n_train, n_test, outlier), ``skipped.csv``, ``learning_curves.png``, ``summary.txt``, and with
 ``--retrieval`` ``retrieval.csv``, with ``--map COLUMN`` ``map_<source>_<COLUMN>.png``.
 """
 
@@ -455,7 +455,7 @@ def _run(args) -> int:
     curves = _task_curves(args, table, sources, ecgs, test_rows, networks, sup_config, sizes)
     results = pd.concat([c.results for c in curves], ignore_index=True)
     skipped = pd.concat([c.skipped for c in curves], ignore_index=True)
-    results.to_csv(out / "results.csv", index=False)
+    results.assign(outlier=probe.outlier_repeats(results)).to_csv(out / "results.csv", index=False)
     skipped.to_csv(out / "skipped.csv", index=False)
     if len(skipped):
         _log(f"{len(skipped)} fits skipped, see {out / 'skipped.csv'}:")
