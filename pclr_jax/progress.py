@@ -42,8 +42,8 @@ class Progress:
 
     On a terminal: a tqdm bar. Elsewhere: a plain line each time the count crosses a multiple of
     ``every``, and at :meth:`close` if the last units were not reported yet; each line gives the
-    count (of ``total`` when known), the rate since the start and the remaining time at that rate
-    (with ``total``; once done or without it, the time elapsed), then the values of
+    count (of ``total`` when known), the rate since the previous line and the remaining time at
+    that rate (with ``total``; once done or without it, the time elapsed), then the values of
     :meth:`set_postfix`.
 
     The methods ``update``, ``set_postfix`` and ``close`` are tqdm's, so a bar can be swapped for
@@ -77,10 +77,9 @@ class Progress:
         self.count = initial
         self.stream = stream or sys.stderr
         self.enabled = enabled
-        self._initial = initial
         self._reported = initial
         self._postfix: dict[str, object] = {}
-        self._start = time.perf_counter()
+        self._start = self._line_time = time.perf_counter()
         self._bar = None
         if enabled and is_terminal(self.stream):
             self._bar = tqdm.tqdm(
@@ -111,10 +110,12 @@ class Progress:
             print(message, file=self.stream, flush=True)
 
     def line(self) -> str:
-        """The plain line for the current count."""
-        elapsed = time.perf_counter() - self._start
-        done = self.count - self._initial
-        rate = done / elapsed if elapsed > 0 else 0.0
+        """The plain line for the current count; the rate is that since the previous line (so
+        the first includes start-up, e.g. compilation)."""
+        now = time.perf_counter()
+        elapsed = now - self._start
+        interval = now - self._line_time
+        rate = (self.count - self._reported) / interval if interval > 0 else 0.0
         parts = [f"{self.desc}: {self.count:,}"]
         if self.total:
             parts[0] += f"/{self.total:,} {self.unit} ({100 * self.count / self.total:.0f}%)"
@@ -129,8 +130,9 @@ class Progress:
         return " | ".join(parts)
 
     def _write_line(self) -> None:
-        self._reported = self.count
         print(self.line(), file=self.stream, flush=True)
+        self._reported = self.count
+        self._line_time = time.perf_counter()
 
     def close(self) -> None:
         """Closes the bar, or writes the last line if units were not reported yet."""
