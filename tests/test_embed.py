@@ -273,6 +273,7 @@ def test_allow_embeds_a_record_that_fails_a_check_and_lists_it(
 ):
     from pclr_jax.commands.embed import add_parser
     from pclr_jax.preprocess import ALLOWABLE_CHECKS, prepare_checked, resample_ml4h
+    from pclr_jax.records import SAMPLE_ID_MODES
 
     variables, _, _, third_party = weights
     signal = flat_lead_npy(test_data_dir, inputs[2][0], tmp_path / "ningbo.npy")
@@ -297,8 +298,9 @@ def test_allow_embeds_a_record_that_fails_a_check_and_lists_it(
 
     parser = argparse.ArgumentParser().add_subparsers()
     add_parser(parser)
-    allow = next(a for a in parser.choices["embed"]._actions if a.dest == "allow")
-    assert tuple(allow.choices) == ALLOWABLE_CHECKS
+    actions = {a.dest: a for a in parser.choices["embed"]._actions}
+    assert tuple(actions["allow"].choices) == ALLOWABLE_CHECKS
+    assert tuple(actions["sample_id"].choices) == SAMPLE_ID_MODES
     record = next(iter_records(tmp_path / "ningbo.npy"))
     with pytest.raises(ValueError, match="cannot be allowed"):
         prepare_checked(record, 256, allow=("non_finite",))
