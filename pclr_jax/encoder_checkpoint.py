@@ -5,7 +5,9 @@ A checkpoint directory holds two Orbax items:
 * ``variables``: the :class:`~pclr_jax.model.PCLRModel` variables (``params`` and
   ``batch_stats``; the projection head when present), saved with ``StandardSave``;
 * ``metadata``: JSON ``{"format": "pclr-jax-encoder", "version": 1, "encoder_config": ...,
-  }`` plus any caller metadata (e.g. where the weights came from).
+  "default_output": ...}`` plus any caller metadata (e.g. where the weights came from);
+  ``default_output`` is the output ``load_encoder`` gives by default
+  (:mod:`pclr_jax.representation`).
 
 Restoring needs nothing but the directory: the variable shapes are rebuilt from the stored
 configuration.
@@ -20,10 +22,11 @@ import jax
 import orbax.checkpoint as ocp
 
 from pclr_jax.model import EncoderConfig, init_variables
+from pclr_jax.representation import METADATA_KEY, TRAINED_OUTPUT, check_output
 
 FORMAT = "pclr-jax-encoder"
 VERSION = 1
-_RESERVED = ("format", "version", "encoder_config")
+_RESERVED = ("format", "version", "encoder_config", METADATA_KEY)
 
 
 def save_encoder(
@@ -32,11 +35,15 @@ def save_encoder(
     variables: dict,
     metadata: dict[str, Any] | None = None,
     overwrite: bool = False,
+    default_output: str = TRAINED_OUTPUT,
 ) -> None:
     """Saves ``variables`` (PCLRModel layout) and ``config`` to a new Orbax ``directory``.
 
-    ``metadata`` must be JSON-serialisable and may not use the keys ``format``, ``version`` or
-    ``encoder_config``. An existing directory is an error unless ``overwrite``.
+    ``metadata`` must be JSON-serialisable and may not use the keys ``format``, ``version``,
+    ``encoder_config`` or ``default_output``. An existing directory is an error unless
+    ``overwrite``. ``default_output`` is the output ``load_encoder`` gives by default:
+    ``'embed'`` (the pooled layer, right for encoders pclr-jax trained) or ``'final'`` (keeps a
+    third-party Keras file's meaning; ``pclr convert keras-to-orbax`` passes it).
     """
     metadata = dict(metadata or {})
     clashes = sorted(set(metadata) & set(_RESERVED))
@@ -53,6 +60,7 @@ def save_encoder(
         "format": FORMAT,
         "version": VERSION,
         "encoder_config": config.to_dict(),
+        METADATA_KEY: check_output(default_output),
         **metadata,
     }
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:

@@ -89,7 +89,8 @@ def data_dir(tmp_path_factory):
 def reference_run(tmp_path_factory, data_dir):
     """An uninterrupted 60-step run."""
     workdir = tmp_path_factory.mktemp("reference")
-    run_training(workdir, data_dir, *LONG)
+    result = run_training(workdir, data_dir, *LONG)
+    (workdir / "stderr.txt").write_text(result.stderr)  # not a terminal: plain progress lines
     return workdir
 
 
@@ -128,6 +129,31 @@ def test_run_writes_every_output(reference_run):
     # Retention: the last two periodic checkpoints plus the best evaluated one at most.
     assert checkpoint_steps(workdir)[-1] == 60
     assert len(checkpoint_steps(workdir)) <= 3
+
+
+def test_log_lines_and_the_exported_encoders_default_layer(reference_run):
+    """Not on a terminal, progress is one plain line per ``log_every_steps`` (1 in the smoke
+    config), no carriage returns; the exported encoder embeds with the layer the run evaluated."""
+    from pclr_jax import load_encoder
+    from pclr_jax.model import PCLRModel
+
+    log = (reference_run / "stderr.txt").read_text()
+    assert "\r" not in log
+    lines = [line for line in log.splitlines() if line.startswith("train: ")]
+    assert [line.split(" | ")[0] for line in lines] == [
+        f"train: {step}/60 step ({100 * step / 60:.0f}%)" for step in range(1, 61)
+    ]
+    assert all(" step/s | " in line and "| loss=" in line for line in lines)
+
+    ecgs = np.random.default_rng(0).normal(size=(3, 256, 12)).astype(np.float32)
+    encoders = [load_encoder(reference_run / name) for name in ("encoder", "encoder.h5")]
+    assert [e.output for e in encoders] == ["embed", "embed"]
+    assert "written by pclr-jax" in encoders[0].describe_output()
+    expected = PCLRModel(encoders[0].config).apply(
+        encoders[0].variables, ecgs, method=PCLRModel.embed
+    )
+    for encoder in encoders:
+        np.testing.assert_allclose(encoder.embed(ecgs), expected, rtol=1e-5, atol=1e-5)
 
 
 def _flatten(tree, prefix=()):

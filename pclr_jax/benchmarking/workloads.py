@@ -127,7 +127,10 @@ def setup_embed(config: EncoderConfig, batch_size: int, seed: int):
 
     bare = init_variables(config, jax.random.key(seed), with_head=False)
     variables = {name: {"encoder": tree} for name, tree in bare.items()}
-    encoder = Encoder(config.replace(head_sizes=()), variables, "embed", batch_size)
+    # One device, as the peers run: Encoder's default splits batches over all local devices.
+    encoder = Encoder(
+        config.replace(head_sizes=()), variables, "embed", batch_size, jax.local_devices()[:1]
+    )
     x = np.random.default_rng(seed).normal(0, 0.5, (batch_size, config.n_samples, config.n_leads))
     x = x.astype(np.float32)
     flops = cost_flops(encoder._forward.lower(encoder._variables, x))

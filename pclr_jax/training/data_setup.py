@@ -45,8 +45,11 @@ def _prepare(data: ml_collections.ConfigDict) -> None:
     from jax.experimental import multihost_utils
 
     if jax.process_index() == 0:
+        import tensorflow_datasets as tfds
+
         from pclr_jax.data.builders import BUILDERS
 
+        tfds.disable_progress_bar()  # the builders report progress themselves (pclr_jax.progress)
         print(f"preparing {data.name}/{data.config} in {data.data_dir} (first use)")
         BUILDERS[data.name](config=data.config, data_dir=data.data_dir).download_and_prepare()
     multihost_utils.sync_global_devices(f"prepared {data.name}/{data.config}")

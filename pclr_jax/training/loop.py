@@ -25,7 +25,6 @@ import jax
 import ml_collections
 import numpy as np
 import pandas as pd
-import tqdm
 
 from pclr_jax.data.loader import PairLoaderConfig, make_pair_loader, to_global_batch
 from pclr_jax.data.prepared import load_prepared
@@ -35,6 +34,7 @@ from pclr_jax.keras_export import write_keras_h5
 from pclr_jax.losses import get_loss
 from pclr_jax.model import EncoderConfig, init_variables
 from pclr_jax.optimizers import make_optimizer
+from pclr_jax.progress import Progress
 from pclr_jax.train_state import create_train_state
 from pclr_jax.train_step import make_embed_fn, make_train_step
 from pclr_jax.training import checkpointing
@@ -158,8 +158,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     step = start_step
     with (
         _StopRequest() as stop,
-        tqdm.tqdm(
-            total=config.total_steps, initial=start_step, disable=not is_main, unit="step"
+        Progress(
+            "train",
+            total=config.total_steps,
+            initial=start_step,
+            unit="step",
+            every=config.log_every_steps,
+            enabled=is_main,
         ) as progress,
     ):
         tick = time.perf_counter()
@@ -176,8 +181,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 )
             now = time.perf_counter()
             step_time, tick = now - tick, now
-            progress.update(1)
             progress.set_postfix(loss=f"{metrics['loss']:.4f}")
+            progress.update(1)
             if step % config.log_every_steps == 0 or step == config.total_steps:
                 metrics.update(step_time_s=step_time, ecg_per_s=ecgs_per_step / step_time)
                 metric_log.write(step, "train", metrics)

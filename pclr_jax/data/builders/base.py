@@ -52,6 +52,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 from etils import epath
 
+from pclr_jax import progress
 from pclr_jax.data import ingest
 from pclr_jax.data.prepared import INDEX_TEMPLATE, REPORT_FILE
 from pclr_jax.data.splits import SPLITS, assign_splits, check_fractions, check_patient_disjoint
@@ -62,6 +63,8 @@ DUPLICATES_FILE = "duplicates.csv"
 QUARANTINE_COLUMNS = ("record_id", "patient_id", "split", "path", "reason", "message")
 DUPLICATE_COLUMNS = ("record_id", "patient_id", "path", "ecg_group", "kept_record_id")
 ID_COLUMNS = ("record_id", "patient_id", "ecg_group")
+# Records between two progress lines when the output is not a terminal.
+PROGRESS_EVERY = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,7 +263,14 @@ class ECGBuilder(tfds.core.GeneratorBasedBuilder):
         run = self._run
         tasks = run.manifest[run.manifest["split"] == split].to_dict("records")
         rows = run.index_rows.setdefault(split, [])
-        for task, outcome in zip(tasks, self._iter_outcomes(tasks), strict=True):
+        outcomes = progress.track(
+            self._iter_outcomes(tasks),
+            f"{self.name} {split}",
+            total=len(tasks),
+            unit="ECG",
+            every=PROGRESS_EVERY,
+        )
+        for task, outcome in zip(tasks, outcomes, strict=True):
             if outcome.record_id != task["record_id"]:
                 raise RuntimeError(f"outcome {outcome.record_id} for task {task['record_id']}")
             if outcome.reason is not None:
