@@ -98,7 +98,7 @@ class Contender:
     peer: Peer | None = None
 
 
-def _child_env(extra_path: str | None = None) -> dict[str, str]:
+def child_env(extra_path: str | None = None) -> dict[str, str]:
     """This environment without faked host devices (one XLA CPU device uses every core), with
     JAX's GPU preallocation off and TensorFlow's GPU memory growth on (unless set already), so
     that contenders alive at the same time share one accelerator."""
@@ -140,7 +140,7 @@ def make_contenders(
                 *workload_args,
                 *(self_args or []),
             ],
-            _child_env(package_root),
+            child_env(package_root),
         )
     ]
     for name in peers:
@@ -153,7 +153,7 @@ def make_contenders(
             raise FileNotFoundError(f"peer script {script} not found (see --peers-dir)")
         mode = ["--mode", peer.mode] if peer.mode else []
         contenders.append(
-            Contender(name, [python, str(script), *workload_args, *mode], _child_env(), peer)
+            Contender(name, [python, str(script), *workload_args, *mode], child_env(), peer)
         )
     return contenders
 
@@ -167,7 +167,7 @@ def measure_peaks(size: int, repeats: int = 5) -> dict:
         [*command, f"--repeats={repeats}"],
         capture_output=True,
         text=True,
-        env=_child_env(package_root),
+        env=child_env(package_root),
     )
     if out.returncode != 0:
         tail = "\n".join(out.stderr.strip().splitlines()[-15:])

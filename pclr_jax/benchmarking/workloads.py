@@ -11,6 +11,14 @@
   an ArrayRecord file of random float16 ECGs written to a temporary directory (2 per patient);
   a step is one batch of ``B`` pairs.
 
+``train``, ``embed`` and ``loss`` are compiled before their inputs exist, and XLA's memory plan
+of the compiled program is checked against the memory available
+(:func:`pclr_jax.benchmarking.memory.check_fits`): a batch beyond it ends the contender with
+``protocol.DOES_NOT_FIT_EXIT_CODE`` and a message naming ``--chunk-size`` (loss), gradient
+caching (train) or a smaller batch (embed). ``--devices N`` spreads ``train`` and ``embed`` over
+the first N devices of JAX's default backend (default 1; 0 for all); FLOPs are counted over all
+of them (:func:`pclr_jax.benchmarking.flops.step_flops`).
+
 The model is described by ``--arch``, the JSON of :func:`arch_spec` (an ``EncoderConfig`` plus
 the per-unit strides), so the peers build exactly the same network. Run as
 ``python -m pclr_jax.benchmarking.workloads --workload train --arch '...' --batch-pairs 32``
@@ -207,13 +215,20 @@ def setup_embed(config: EncoderConfig, args: argparse.Namespace):
     batch_size, devices = args.batch_size or 2 * args.batch_pairs, bench_devices(args.devices)
     bare = init_variables(config, jax.random.key(args.seed), with_head=False)
     variables = {name: {"encoder": tree} for name, tree in bare.items()}
-    encoder = Encoder(config.replace(head_sizes=()), variables, "embed", batch_size, devices)
+    encoder = Encoder(
+        config.replace(head_sizes=()),
+        variables,
+        output="embed",
+        batch_size=batch_size,
+        devices=devices,
+    )
     batch_size = encoder._step_size(batch_size)  # a multiple of the device count
     shape = (batch_size, config.n_samples, config.n_leads)
     abstract = jax.ShapeDtypeStruct(shape, np.float32, sharding=encoder._batch_sharding)
     compiled = encoder._forward.lower(encoder._variables, abstract).compile()
     remedy = "Embed in smaller calls: a smaller --batch-size."
     memory = _fits_or_refuse(compiled, devices, args.memory_limit_gib, remedy)
+    encoder._forward = compiled  # the same program: Encoder.embed calls it, no second compile
     x = np.random.default_rng(args.seed).normal(0, 0.5, shape).astype(np.float32)
 
     def step():
@@ -335,8 +350,9 @@ def main(argv: list[str] | None = None) -> None:
         step, info, extra = SETUPS[args.workload](config, args)
         holder.update(extra)
         info["framework"] = f"pclr-jax {__version__}, JAX {jax.__version__} (XLA)"
-        info["device"] = jax.devices()[0].platform
+        info["device"] = info["platform"] = jax.devices()[0].platform
         info["device_kind"] = jax.devices()[0].device_kind
+        info["device_count"] = jax.device_count()
         return step, info
 
     protocol.run_contender(args, setup, lambda: device_peak_mib(jax.devices()))

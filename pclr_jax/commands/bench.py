@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if peak_size:
             print(f"[bench] matmul peak ({peak_size}^3, fp32 and bf16)", file=sys.stderr)
-        before = runner.measure_peaks(peak_size)
+        before = runner.measure_peaks(peak_size) if peak_size else {"peaks": {}}
         results = runner.run_contenders(contenders, args.steps, args.sequential)
         # measured again after the contenders, the best of both (the load varies)
         after = runner.measure_peaks(peak_size) if peak_size else before
@@ -183,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"pclr bench: {error}", file=sys.stderr)
         return 2
     peaks = {dtype: max(peak, after["peaks"][dtype]) for dtype, peak in before["peaks"].items()}
+    ref = results[runner.SELF]
+    machine.update({k: ref.get(k) for k in ("platform", "device_kind", "device_count")})
     machine.update({k: v for k, v in before.items() if k != "peaks"})
     rows = report.summarize(results, runner.SELF, peaks, args.dtype)
     machine["load_average_1min_after"] = os.getloadavg()[0]
@@ -203,7 +205,6 @@ def run(args: argparse.Namespace) -> int:
             f"matmul peak via XLA, one device: fp32 {peaks['fp32']:.0f}, bf16 "
             f"{peaks['bf16']:.0f} GFLOP/s"
         )
-    ref = results[runner.SELF]
     if ref.get("flops_per_step"):
         per_ecg = ref["flops_per_step"] / ref["ecgs_per_step"] / 1e9
         print(f"XLA cost analysis: {per_ecg:.4g} GFLOP per ECG per step")
