@@ -105,6 +105,7 @@ def child_env(extra_path: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    env["PCLR_BENCH_PROTOCOL"] = str(pathlib.Path(__file__).with_name("protocol.py"))
     flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
     if flags.strip():
         env["XLA_FLAGS"] = flags.strip()
