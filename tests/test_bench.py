@@ -56,18 +56,42 @@ def test_bench_cli_writes_json(workload, tmp_path, capsys):
 
 
 def test_step_flops_count_every_device_of_a_shard_map_step():
-    """XLA's cost analysis of the 8-device step counts one device's program; ``step_flops``
-    counts the whole step: the 1-device count, plus the work every device repeats (the Adam
-    update of the 27,808 replicated parameters, ~20 FLOPs each, is done 8 times: +3% here, a
-    negligible share at the released size). Without the multiplication it would be 1/8."""
-    from pclr_jax.benchmarking.flops import cost_flops, program_devices, step_flops
-    from pclr_jax.benchmarking.workloads import compile_train_step
+    """A contrastive step as the training step is built (projection, NT-Xent with negatives
+    gathered from every device, gradients averaged with ``pmean``) under ``jax.shard_map``: XLA's
+    cost analysis of the 8-device program counts one device's work, ``step_flops`` the whole
+    step, which equals the 1-device count (the work is split, not repeated). Without the
+    multiplication it would be 1/8."""
+    from jax.sharding import PartitionSpec as P
 
-    config = encoder_config("tiny")
-    one = compile_train_step(config, 16, jax.devices()[:1])[0]
-    eight = compile_train_step(config, 16, jax.devices()[:8])[0]
+    from pclr_jax.benchmarking.flops import cost_flops, program_devices, step_flops
+    from pclr_jax.distributed import make_mesh
+    from pclr_jax.losses import get_loss
+
+    loss = get_loss("ntxent", axis_name="data", temperature=0.1)
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.normal(size=(64, 32)), jnp.float32)
+    x_a, x_b = (jnp.asarray(rng.normal(size=(64, 64)), jnp.float32) for _ in range(2))
+    ids = jnp.arange(64, dtype=jnp.int32)
+
+    def per_device(w, x_a, x_b, ids):
+        def objective(w):
+            return jax.lax.pmean(loss(x_a @ w, x_b @ w, ids, {})[0], "data")
+
+        value, grad = jax.value_and_grad(objective)(w)
+        return value, jax.lax.pmean(grad, "data")
+
+    def compiled(devices):
+        step = jax.shard_map(
+            per_device,
+            mesh=make_mesh(devices),
+            in_specs=(P(), P("data"), P("data"), P("data")),
+            out_specs=(P(), P()),
+        )
+        return jax.jit(step).lower(w, x_a, x_b, ids).compile()
+
+    one, eight = compiled(jax.devices()[:1]), compiled(jax.devices()[:8])
     assert (program_devices(one), program_devices(eight)) == (1, 8)
-    assert cost_flops(eight) < 0.2 * cost_flops(one)  # one device's share
+    assert cost_flops(eight) == pytest.approx(cost_flops(one) / 8, rel=0.05)
     assert step_flops(eight) == pytest.approx(step_flops(one), rel=0.05)
 
 
