@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-shot accelerator check of pclr-jax: on a machine with a GPU or TPU, about 8 minutes.
+# One-shot accelerator check of pclr-jax: on a machine with a GPU or TPU, sized for ~8 minutes.
 #
 #   bash benchmarks/accelerator_check.sh              # writes accelerator_check/accelerator_check.{json,md}
 #

@@ -9,6 +9,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from pclr_jax.benchmarking.accelerator_check import published_bf16_tflops
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -25,7 +27,11 @@ def test_published_peaks_match_jax_device_kinds():
     assert published_bf16_tflops("cpu") is None
 
 
+@pytest.mark.slow
 def test_accelerator_check_runs_end_to_end_at_tiny_sizes(tmp_path):
+    """The whole script (device, tests, largest batch, 4 train benches, embed) at tiny sizes:
+    about 2.5 CPU-minutes, dominated by four compilations of the training step (the benches
+    reuse them through JAX's compilation cache in the output folder)."""
     env = {**os.environ, "PCLR_CHECK_TINY": "1", "OUT": str(tmp_path), "PYTHON": sys.executable}
     done = subprocess.run(
         ["bash", str(REPO / "benchmarks/accelerator_check.sh")],

@@ -1,7 +1,7 @@
 """One-shot accelerator check: what ``benchmarks/accelerator_check.sh`` runs.
 
-On a machine with a GPU or TPU (about 8 minutes), in order, each step in child processes so that
-this one never holds device memory:
+On a machine with a GPU or TPU (sized for about 8 minutes), in order, each step in child
+processes so that this one never holds device memory:
 
 1. the device: JAX's platform, device kind and count, and XLA's measured matrix-product peak
    (fp32 and bf16) on one device;
