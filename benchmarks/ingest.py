@@ -11,10 +11,11 @@ For each builder it measures, side by side in one run:
 
 Usage::
 
-    python benchmarks/ingest.py --synthetic-patients 300 --folder /work/shared/data/real_ecg_dev
+    python benchmarks/ingest.py --synthetic-patients 300 --folder ../shared/data/real_ecg_dev
 
 ``--folder`` is a directory with ``records.csv`` as ``pclr_ecg_folder`` expects (``record``,
-``patient_id``...); ``real_ecg_dev``'s own ``records.csv`` has those columns.
+``patient_id``...); ``real_ecg_dev`` (the developers' folder of real WFDB records beside the
+checkout, not shipped) has such a ``records.csv``; ``tests/data`` holds a few real records too.
 """
 
 from __future__ import annotations

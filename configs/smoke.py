@@ -1,7 +1,7 @@
 """A seconds-long smoke run of the whole pipeline (tiny model on ``pclr_synthetic/tiny``).
 
 Used by the tests (training loop, resume, signals) and handy to check an installation:
-``python train.py --config=configs/smoke.py --workdir=/tmp/pclr_smoke``.
+``python train.py --config=configs/smoke.py --workdir=runs/smoke``.
 """
 
 import ml_collections
