@@ -1,7 +1,8 @@
 """``pclr prepare`` on Apache Beam (DirectRunner) writes the same data set as the process pool:
-examples bit for bit, splits, index rows, quarantine and duplicate lists, counts; on the synthetic
-tiny config, ``tests/data`` (with a truncated record that fails in a worker) and real ECGs of
-``shared/data/real_ecg_dev``. Skipped where ``apache-beam`` is not installed."""
+examples bit for bit, splits, index rows, quarantine and duplicate lists, counts; for every builder:
+the synthetic tiny config, ``tests/data`` (with a truncated record that fails in a worker), real
+ECGs of ``shared/data/real_ecg_dev``, and small PTB-XL, MIMIC-IV-ECG and CODE-15% layouts.
+Skipped where ``apache-beam`` is not installed."""
 
 from __future__ import annotations
 
@@ -15,24 +16,30 @@ import pytest
 
 pytest.importorskip("apache_beam")
 
+from test_builders import MIMIC_LEADS, fake_signal, write_wfdb  # noqa: E402
+
 from pclr_jax.cli import main as cli_main  # noqa: E402
 from pclr_jax.data.builders.beam_prepare import patient_chunks  # noqa: E402
 from pclr_jax.data.prepared import load_prepared, prepared_directory  # noqa: E402
 
 TESTS_DATA = pathlib.Path(__file__).resolve().parent / "data"
 REAL = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "real_ecg_dev"
+PTBXL_LEADS = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 TRUNCATED = "ptbxl/records100/00000/00730_lr"  # in tests/data, patient ptbxl_565
 
 
-def prepare_both(name: str, data_dir: pathlib.Path, manual_dir=None, config="tiny") -> dict:
-    """The data set prepared twice with ``pclr prepare``: process pool (1 worker) and Beam."""
+def prepare_both(name: str, data_dir: pathlib.Path, manual_dir=None, pool_workers=0) -> dict:
+    """The data set (tiny config) prepared twice with ``pclr prepare``: the default path with
+    ``pool_workers`` processes (0: the same code in this process, which saves a worker's start)
+    and Beam's DirectRunner."""
     directories = {}
-    for path, extra in (("pool", ["--workers", "1"]), ("beam", ["--beam-runner", "DirectRunner"])):
-        argv = ["prepare", name, "--data-dir", str(data_dir / path), "--config", config, *extra]
+    runs = (("pool", ["--workers", str(pool_workers)]), ("beam", ["--beam-runner", "DirectRunner"]))
+    for path, extra in runs:
+        argv = ["prepare", name, "--data-dir", str(data_dir / path), "--config", "tiny", *extra]
         if manual_dir is not None:
             argv += ["--manual-dir", str(manual_dir)]
         assert cli_main(argv) == 0
-        directories[path] = prepared_directory(name, data_dir / path, config)
+        directories[path] = prepared_directory(name, data_dir / path, "tiny")
     return directories
 
 
@@ -76,7 +83,7 @@ def test_folder_on_beam_quarantines_a_failing_record_and_loses_nothing(tmp_path,
     shutil.copytree(TESTS_DATA, manual, ignore=shutil.ignore_patterns("keras"))
     data = (manual / (TRUNCATED + ".dat")).read_bytes()
     (manual / (TRUNCATED + ".dat")).write_bytes(data[: len(data) // 3])
-    directories = prepare_both("pclr_ecg_folder", tmp_path / "out", manual)
+    directories = prepare_both("pclr_ecg_folder", tmp_path / "out", manual, pool_workers=1)
     assert "found by content: 4" in capsys.readouterr().out
     assert_same_data_set("pclr_ecg_folder", tmp_path / "out", directories)
 
@@ -136,3 +143,68 @@ def test_real_ecgs_are_the_same_on_beam_and_copies_are_found_by_content(tmp_path
     assert set(duplicates.found_by) == {"content"}
     found = sorted(zip(duplicates.record_id, duplicates.kept_record_id, strict=True))
     assert found == sorted(expected)
+
+
+def ptbxl_layout(root: pathlib.Path, rng) -> None:
+    rows = []
+    for ecg_id, patient, fold in [(1, 15709, 3), (2, 15709, 3), (3, 20372, 9), (4, 17014, 10)]:
+        filename = f"records100/00000/{ecg_id:05d}_lr"
+        write_wfdb(root / filename, fake_signal(rng, 1000, 100.0), 100.0, PTBXL_LEADS)
+        rows.append((ecg_id, patient, 50.0, ecg_id % 2, "{'NORM': 100.0}", fold, filename))
+    columns = ["ecg_id", "patient_id", "age", "sex", "scp_codes", "strat_fold", "filename_lr"]
+    pd.DataFrame(rows, columns=columns).to_csv(root / "ptbxl_patient_map.csv", index=False)
+
+
+def mimic_iv_ecg_layout(root: pathlib.Path, rng) -> None:
+    rows = []
+    for subject in (10000032, 10000117, 10000980):
+        for k in range(2):
+            study = subject * 10 + k
+            relative = f"files/p{str(subject)[:4]}/p{subject}/s{study}/{study}"
+            write_wfdb(root / relative, fake_signal(rng, 5000, 500.0), 500.0, MIMIC_LEADS)
+            rows.append((subject, study, f"{study}", "2180-07-23 08:44:00", relative))
+    columns = ["subject_id", "study_id", "file_name", "ecg_time", "path"]
+    pd.DataFrame(rows, columns=columns).to_csv(root / "record_list.csv", index=False)
+
+
+def code15_layout(root: pathlib.Path, rng) -> None:
+    """Four exams: two of 10 s padded to 4096 samples, one of 7 s (too short), one whose HDF5
+    file is missing; exam 103 repeats exam 101's tracing (a copy found by content)."""
+    import h5py
+
+    root.mkdir(parents=True)
+    ten = np.zeros((4096, 12), np.float32)
+    ten[48:4048] = fake_signal(rng, 4000, 400.0)
+    seven = np.zeros((4096, 12), np.float32)
+    seven[648:3448] = fake_signal(rng, 2800, 400.0)
+    other = np.zeros((4096, 12), np.float32)
+    other[48:4048] = fake_signal(rng, 4000, 400.0)
+    with h5py.File(root / "exams_part0.hdf5", "w") as f:
+        f["tracings"] = np.stack([ten, seven, other, ten])
+        f["exam_id"] = np.array([101, 102, 103, 105])
+    exams = pd.DataFrame(
+        {
+            "exam_id": [101, 102, 103, 104, 105],
+            "age": [61, 45, 61, 30, 61],
+            "is_male": [True, False, True, False, True],
+            "patient_id": [7, 7, 9, 9, 7],
+            "trace_file": ["exams_part0.hdf5"] * 3 + ["exams_part1.hdf5", "exams_part0.hdf5"],
+        }
+    )
+    for label in ("1dAVb", "RBBB", "LBBB", "SB", "AF", "ST"):
+        exams[label] = False
+    exams.to_csv(root / "exams.csv", index=False)
+
+
+@pytest.mark.parametrize(
+    "name,layout",
+    [("ptbxl", ptbxl_layout), ("mimic_iv_ecg", mimic_iv_ecg_layout), ("code15", code15_layout)],
+)
+def test_collection_builders_are_the_same_on_beam(tmp_path, name, layout):
+    layout(tmp_path / "source", np.random.default_rng(0))
+    directories = prepare_both(name, tmp_path / "out", tmp_path / "source")
+    assert_same_data_set(name, tmp_path / "out", directories)
+    if name == "code15":
+        report = json.loads((directories["beam"] / "prepare_report.json").read_text())
+        assert report["quarantined_by_reason"] == {"missing_file": 1, "too_short": 1}
+        assert (report["duplicates_by_content"], report["written_total"]) == (1, 2)

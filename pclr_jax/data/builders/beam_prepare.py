@@ -4,9 +4,9 @@ pipeline, through tensorflow-datasets' own Beam support (``DownloadConfig(beam_r
 Per split, the pipeline is::
 
     beam.Create(chunks of whole patients' tasks) | Reshuffle
-      | ParDo(_PrepareChunk)  -> examples (key, example)       -> tfds's BeamWriter -> shards
-                              -> 'quarantine' tagged output    -> scratch JSON lines
-                              -> 'duplicate' tagged output     -> scratch JSON lines
+      | ParDo(_PrepareChunk)  -> examples (key, example)  -> tfds's BeamWriter -> shards
+                              -> 'side' tagged output     -> one scratch JSON-lines file
+                                 (quarantine rows, copies found by content)
 
 ``_PrepareChunk`` runs the builder's own ``_iter_outcomes`` (in the worker, no process pool) and
 :func:`~pclr_jax.data.builders.base.settle_patient`, exactly as the process-pool path does, so
@@ -36,8 +36,10 @@ from pclr_jax.data.builders.base import SPLITS, ECGBuilder, patient_spans, settl
 
 CHUNK_RECORDS = 64
 SCRATCH_DIR = "_beam_scratch"
-QUARANTINE_TAG = "quarantine"
-DUPLICATE_TAG = "duplicate"
+SIDE_TAG = "side"
+QUARANTINE = "quarantine"
+DUPLICATE = "duplicate"
+KIND = "_kind"
 KEY = "_key"
 
 
@@ -78,10 +80,13 @@ class _PrepareChunk(beam.DoFn):
             settled = settle_patient(
                 tasks[start:stop], outcomes[start:stop], first + start, self._split, names
             )
-            for key, entry in settled.quarantined:
-                yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, json.dumps({KEY: key, **entry}))
-            for key, entry in settled.duplicates:
-                yield beam.pvalue.TaggedOutput(DUPLICATE_TAG, json.dumps({KEY: key, **entry}))
+            for kind, entries in (
+                (QUARANTINE, settled.quarantined),
+                (DUPLICATE, settled.duplicates),
+            ):
+                for key, entry in entries:
+                    row = {KIND: kind, KEY: key, **entry}
+                    yield beam.pvalue.TaggedOutput(SIDE_TAG, json.dumps(row))
             yield from settled.examples
 
 
@@ -97,21 +102,27 @@ class PrepareSplit(beam.PTransform):
         # A registered config travels by name: a worker's unpickled copy is another object, which
         # tfds refuses under a registered name.
         self._prepare = _PrepareChunk(type(builder), config.name if registered else config, split)
-        self._scratch = os.fspath(scratch_dir(builder) / split)
+        self._side_file = os.fspath(scratch_dir(builder) / f"{split}.jsonl")
 
     def expand(self, pipeline):
         outputs = (
             pipeline
             | "Chunks" >> beam.Create(self._chunks)
             | "Spread" >> beam.Reshuffle()
-            | "Prepare"
-            >> beam.ParDo(self._prepare).with_outputs(QUARANTINE_TAG, DUPLICATE_TAG, main="ex")
+            | "Prepare" >> beam.ParDo(self._prepare).with_outputs(SIDE_TAG, main="examples")
         )
-        for tag in (QUARANTINE_TAG, DUPLICATE_TAG):
-            _ = outputs[tag] | f"Write_{tag}" >> beam.io.WriteToText(
-                os.path.join(self._scratch, tag), file_name_suffix=".jsonl"
-            )
-        return outputs.ex
+        # Side rows are few (records that fail, copies): one list, one file per split.
+        _ = (
+            outputs[SIDE_TAG]
+            | "CollectSide" >> beam.combiners.ToList()
+            | "WriteSide" >> beam.Map(_write_lines, self._side_file)
+        )
+        return outputs.examples
+
+
+def _write_lines(lines: list[str], path: str) -> None:
+    epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    epath.Path(path).write_text("".join(line + "\n" for line in lines))
 
 
 def scratch_dir(builder: ECGBuilder) -> epath.Path:
@@ -129,18 +140,21 @@ def collect(builder: ECGBuilder, directory: epath.Path) -> None:
     splits += sorted(set(run.manifest["split"]) - set(SPLITS))
     scratch = directory / SCRATCH_DIR
     for split in splits:
-        run.quarantined.extend(_read_tagged(scratch / split, QUARANTINE_TAG))
-        run.content_duplicates.extend(_read_tagged(scratch / split, DUPLICATE_TAG))
+        side = _read_side(scratch / f"{split}.jsonl")
+        run.quarantined.extend(side[QUARANTINE])
+        run.content_duplicates.extend(side[DUPLICATE])
         run.index_rows[split] = index_rows_from_shards(builder, split)
     scratch.rmtree()
 
 
-def _read_tagged(directory: epath.Path, tag: str) -> list[dict[str, Any]]:
-    entries = []
-    for path in sorted(directory.glob(f"{tag}*.jsonl")):
-        entries.extend(json.loads(line) for line in path.read_text().splitlines() if line)
-    entries.sort(key=lambda entry: entry[KEY])
-    return [{k: v for k, v in entry.items() if k != KEY} for entry in entries]
+def _read_side(path: epath.Path) -> dict[str, list[dict[str, Any]]]:
+    """Quarantine and duplicate rows of one split, each in key order, hidden fields dropped."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    rows.sort(key=lambda row: row[KEY])
+    side: dict[str, list[dict[str, Any]]] = {QUARANTINE: [], DUPLICATE: []}
+    for row in rows:
+        side[row[KIND]].append({k: v for k, v in row.items() if k not in (KIND, KEY)})
+    return side
 
 
 def index_rows_from_shards(builder: ECGBuilder, split: str) -> list[dict[str, Any]]:
