@@ -206,3 +206,24 @@ def test_collection_builders_are_the_same_on_beam(tmp_path, name, layout):
         report = json.loads((directories["beam"] / "prepare_report.json").read_text())
         assert report["quarantined_by_reason"] == {"missing_file": 1, "too_short": 1}
         assert (report["duplicates_by_content"], report["written_total"]) == (1, 2)
+
+
+def test_beam_options_reach_the_pipeline_and_bad_ones_are_refused(capsys):
+    import argparse
+
+    from pclr_jax.commands.prepare import download_config
+
+    def args(runner, *options):
+        return argparse.Namespace(manual_dir=None, beam_runner=runner, beam_option=list(options))
+
+    config = download_config(args("DirectRunner", "direct_num_workers=2", "--job_name=x=y"))
+    assert config.beam_runner == "DirectRunner"
+    assert config.beam_options.get_all_options()["direct_num_workers"] == 2
+    assert config.beam_options.get_all_options()["job_name"] == "x=y"
+    assert download_config(args(None)).beam_runner is None
+    with pytest.raises(ValueError, match="needs --beam-runner"):
+        download_config(args(None, "a=b"))
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        download_config(args("DirectRunner", "no_value"))
+    assert cli_main(["prepare", "pclr_synthetic", "--beam-option", "a=b"]) == 2
+    assert "--beam-option needs --beam-runner" in capsys.readouterr().err
