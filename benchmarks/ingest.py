@@ -49,16 +49,21 @@ WORKERS = (16, 64, 512)
 
 
 def machine() -> str:
-    """CPU model, core count and widest vector extension, from ``/proc/cpuinfo``."""
-    name, flags = platform.processor() or "unknown CPU", set()
+    """CPU model, family/model numbers, core count and widest vector extension, from
+    ``/proc/cpuinfo`` (AMD family 25 model 17 is Zen 4; family 26 is Zen 5; 23/49 is Zen 2)."""
+    name, numbers, flags = platform.processor() or "unknown CPU", {}, set()
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name":
+                name = value
+            elif key in ("cpu family", "model"):
+                numbers[key] = value
+            elif key == "flags":
+                flags = set(value.split())
     vectors = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{name}, {os.cpu_count()} CPUs, {vectors}"
+    family = f"family {numbers.get('cpu family', '?')} model {numbers.get('model', '?')}"
+    return f"{name} ({family}), {os.cpu_count()} CPUs, {vectors}"
 
 
 def cpu_seconds() -> float:
