@@ -29,13 +29,19 @@ and ``split``, the label columns and whatever its reader needs. From it the base
 3. reads and prepares the records in worker processes (:mod:`pclr_jax.data.ingest`), in a fixed
    order (split, patient, record), and yields them with integer keys: the builder sets
    ``disable_shuffling=True``, so tfds writes examples in key order and example ``i`` of a split is
-   the ``i``-th prepared record;
+   the ``i``-th prepared record. Each patient's records are then compared by content
+   (:mod:`pclr_jax.data.copies`): copies of one recording that no ``ecg_group`` named keep one
+   record by the same rule, the others go to ``duplicates.csv`` (``found_by = 'content'``);
 4. quarantines records that fail (unreadable, NaN, missing leads, too short, wrong units...):
    they are not written, and ``quarantine.csv`` lists each with its reason and message;
 5. writes, inside tfds's temporary directory (so atomically with the shards),
    ``index-<split>.parquet`` (row ``i`` = example ``i``: every feature but ``ecg``; multi-hot
    labels as one column per class), ``quarantine.csv``, ``duplicates.csv`` and
    ``prepare_report.json`` with the counts: ``input_records = written + quarantined + duplicates``.
+
+With a Beam runner (``DownloadConfig(beam_runner=...)``) steps 3-4 run as an Apache Beam pipeline
+with the same per-patient function, :func:`settle_patient`, and the index is read back from the
+finished shards (:mod:`pclr_jax.data.builders.beam_prepare`).
 """
 
 from __future__ import annotations
