@@ -11,10 +11,11 @@ decoding and host-to-device copy, which a fast accelerator outruns (``docs/scali
   literally: the same :class:`pclr_jax.data.pairing.PairSchedule` gives each batch's index rows
   (``O(batch)`` integer work per step on the host, a few kB sent), so the batches are bit for bit
   those of :func:`pclr_jax.data.loader.make_pair_loader` without augmentation. The devices gather
-  the rows: each device takes the rows of the global batch it owns (zeros elsewhere) and a
-  ``psum_scatter`` over ``'data'`` hands each device its slice, then the views are cast to
-  float32 there. Per step the mesh moves one global batch of float16 (over NVLink / ICI), and each
-  device holds ``2 x G x samples x leads`` float16 of gather buffers for ``G`` global pairs.
+  the rows: each device takes the rows of the global batch it owns (zeros elsewhere), an
+  ``all_to_all`` over ``'data'`` sends every device the picks for its slice, each slot keeps its
+  owner's row (a selection: no arithmetic touches the values), and the views are cast to float32
+  there. Per step the mesh moves one global batch of float16 (over NVLink / ICI), and each device
+  holds about ``2 x 2 x G x samples x leads`` float16 of exchange buffers for ``G`` global pairs.
 * The state is the next batch number, ``{"next_index": j}`` as JSON bytes: the same content as the
   grain loader's state, so a checkpoint resumes in either mode.
 
@@ -80,16 +81,22 @@ def make_pair_gather(mesh: Mesh):
 
     def local_gather(shard: jax.Array, rows_a: jax.Array, rows_b: jax.Array):
         rows_per_device = shard.shape[0]
-        first = lax.axis_index(DATA_AXIS) * rows_per_device
+        devices = lax.axis_size(DATA_AXIS)
+        me = lax.axis_index(DATA_AXIS)
 
         def gather(rows: jax.Array) -> jax.Array:
-            local = rows - first
+            local = rows - me * rows_per_device
             owned = (local >= 0) & (local < rows_per_device)
             picked = jnp.take(shard, jnp.clip(local, 0, rows_per_device - 1), axis=0)
             picked = jnp.where(owned[:, None, None], picked, jnp.zeros((), shard.dtype))
-            # Exactly one device contributes each row, so the sum is the row itself.
-            mine = lax.psum_scatter(picked, DATA_AXIS, scatter_dimension=0, tiled=True)
-            return mine.astype(jnp.float32)
+            # Slot k of the global batch goes to device k // per_device; after the exchange,
+            # received[j] holds device j's picks for this device's slots: keep each slot's owner's.
+            per_device = rows.shape[0] // devices
+            picked = picked.reshape(devices, per_device, *shard.shape[1:])
+            received = lax.all_to_all(picked, DATA_AXIS, split_axis=0, concat_axis=0)
+            mine = lax.dynamic_slice_in_dim(rows, me * per_device, per_device)
+            owner = mine // rows_per_device
+            return received[owner, jnp.arange(per_device)].astype(jnp.float32)
 
         return gather(rows_a), gather(rows_b)
 
