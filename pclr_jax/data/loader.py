@@ -13,9 +13,11 @@ is a ``grain.DatasetIterator``: ``get_state()``/``set_state()`` hold the next ba
 restored run continues on exactly the next batch, and ``grain.checkpoint.CheckpointSave`` /
 ``CheckpointRestore`` store it in an Orbax checkpoint (one JSON file per process).
 
-Batches are read straight into one preallocated float32 array per view (the float16 -> float32
-decode happens on that copy); with worker processes they travel as float16 and are decoded in
-the main process (FINDINGS: float32 batches crossing processes cost more than they save).
+Batches are read straight into one preallocated array per view, float32 (the float16 -> float32
+decode happens on that copy) or, with ``views_dtype='float16'``, the stored float16 (what the
+training loop sends to the devices, where it is cast); with worker processes they travel as
+float16 and are cast in the main process (FINDINGS: float32 batches crossing processes cost more
+than they save).
 """
 
 from __future__ import annotations
