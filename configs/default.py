@@ -70,7 +70,16 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.loader = ml_collections.ConfigDict()
     c.loader.single_ecg_patients = "exclude"
-    c.loader.worker_count = 0
+    c.loader.worker_count = 0  # grain worker processes (0: read in the main process)
+    c.loader.read_threads = 2  # grain threads reading batches ahead, per process
+    c.loader.prefetch_batches = 2  # host batches grain buffers ahead, per process
+    # Global batches placed on the devices ahead of the step, in views_dtype (float16: as stored,
+    # half the bytes; cast to float32 on the devices). docs/training_step.md, "Feeding the step".
+    c.loader.device_prefetch = 2
+    c.loader.views_dtype = "float16"
+    # "host": the grain loader; "device_resident": the training split held in accelerator memory,
+    # pairs gathered there (no augmentations). docs/scaling.md, "Feeding the accelerators".
+    c.loader.mode = "host"
     c.loader.augment = ml_collections.ConfigDict()  # empty: no augmentation (PCLR's default)
 
     c.checkpoint = ml_collections.ConfigDict()

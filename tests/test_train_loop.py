@@ -164,20 +164,26 @@ def _flatten(tree, prefix=()):
         yield "/".join(prefix), tree
 
 
-def test_sigkill_then_resume_reproduces_every_loss(tmp_path, data_dir, reference_run):
+def kill_after_step(workdir, data_dir, step, *overrides) -> int:
+    """Starts a run, SIGKILLs it once ``step`` is logged; returns the last step logged then."""
     process = subprocess.Popen(
-        train_command(tmp_path, data_dir, *LONG),
+        train_command(workdir, data_dir, *overrides),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        reached = wait_for_step(tmp_path, 17, process)
+        reached = wait_for_step(workdir, step, process)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
+    return reached
+
+
+def test_sigkill_then_resume_reproduces_every_loss(tmp_path, data_dir, reference_run):
+    reached = kill_after_step(tmp_path, data_dir, 17, *LONG)
     assert reached < 60 and not (tmp_path / "summary.json").exists()
     saved = checkpoint_steps(tmp_path)
     assert saved and saved[-1] < 60
@@ -259,3 +265,26 @@ def test_pclr_train_runs_from_another_directory(tmp_path, data_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(losses_by_step(tmp_path / "run")) == [1, 2, 3, 4]
     assert "retrieval_top1" in result.stdout
+
+
+def test_train_metrics_report_the_input_stall(reference_run):
+    records = [json.loads(line) for line in (reference_run / "metrics.jsonl").open()]
+    train = [r for r in records if r["split"] == "train"]
+    for record in train:
+        assert 0.0 <= record["input_stall_fraction"] <= 1.0
+        assert 0.0 <= record["input_wait_s"] <= record["step_time_s"]
+
+
+def test_device_resident_run_killed_and_resumed_gives_the_host_loaders_losses(
+    tmp_path, data_dir, reference_run
+):
+    """The device-resident feed draws the host loader's batches, so an interrupted and resumed
+    run in that mode logs exactly the uninterrupted host-loader run's losses."""
+    device_resident = (*LONG, "--config.loader.mode=device_resident")
+    kill_after_step(tmp_path, data_dir, 12, *device_resident)
+    assert checkpoint_steps(tmp_path)[-1] < 60
+    run_training(tmp_path, data_dir, *device_resident)
+    resumed, reference = losses_by_step(tmp_path), losses_by_step(reference_run)
+    assert sorted(resumed) == sorted(reference)
+    for step in reference:
+        assert resumed[step] == reference[step], f"step {step} differs"

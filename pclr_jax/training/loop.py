@@ -15,18 +15,17 @@ SIGTERM or SIGINT saves a checkpoint and exits cleanly; a non-finite loss stops 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import pathlib
 import signal
-import time
 
 import jax
 import ml_collections
 import numpy as np
 import pandas as pd
 
-from pclr_jax.data.loader import PairLoaderConfig, make_pair_loader, to_global_batch
 from pclr_jax.data.prepared import load_prepared
 from pclr_jax.distributed import make_mesh, maybe_initialize_distributed
 from pclr_jax.encoder_checkpoint import save_encoder
@@ -47,6 +46,8 @@ from pclr_jax.training.evaluation import (
     retrieval_metrics,
 )
 from pclr_jax.training.metric_log import MetricLog, plot_curves
+from pclr_jax.training.step_metrics import InputStallMeter, LateMetrics
+from pclr_jax.training.train_feed import make_train_feed
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +100,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     eval_split = load_prepared(
         config.data.name, config.data.eval_split, data_dir, config.data.config
     )
-    loader = make_pair_loader(
-        train_split,
-        PairLoaderConfig(
-            batch_pairs=config.batch_pairs,
-            seed=config.seed,
-            single_ecg_patients=config.loader.single_ecg_patients,
-            augmentations=config.loader.augment.to_dict(),
-            worker_count=config.loader.worker_count,
-        ),
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
+    feed = make_train_feed(config, train_split, mesh)
 
     optimizer, schedule = make_optimizer(config.optimizer, config.batch_pairs, config.total_steps)
     loss_hparams = config.loss.hparams.to_dict()
@@ -131,7 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     manager = checkpointing.make_checkpoint_manager(
         workdir, config.checkpoint.keep, config.checkpoint.keep_best
     )
-    restored = checkpointing.restore_latest(manager, state, loader)
+    restored = checkpointing.restore_latest(manager, state, feed)
     if restored is not None:
         state = restored
     start_step = int(jax.device_get(state.step))
@@ -150,14 +140,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         return metrics
 
     def save(step: int, metrics: dict[str, float] | None = None) -> None:
-        checkpointing.save_checkpoint(
-            manager, step, state, loader, config.to_dict(), metrics=metrics
-        )
+        checkpointing.save_checkpoint(manager, step, state, feed, config.to_dict(), metrics=metrics)
 
     ecgs_per_step = 2 * config.batch_pairs
     step = start_step
+    late_metrics, meter = LateMetrics(), InputStallMeter()
     with (
         _StopRequest() as stop,
+        contextlib.closing(feed),
         Progress(
             "train",
             total=config.total_steps,
@@ -167,30 +157,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             enabled=is_main,
         ) as progress,
     ):
-        tick = time.perf_counter()
+
+        def record(fetched: list[tuple[int, dict[str, float]]]) -> None:
+            """Checks, shows and logs finished steps (fetched one step late: LateMetrics)."""
+            for done, metrics in fetched:
+                if not math.isfinite(metrics["loss"]):
+                    manager.wait_until_finished()
+                    raise NonFiniteLossError(
+                        f"loss is {metrics['loss']} at step {done}; the last good checkpoint "
+                        f"(step {manager.latest_step()}) in {workdir / 'checkpoints'} is intact"
+                    )
+                meter.count_step()
+                progress.set_postfix(loss=f"{metrics['loss']:.4f}")
+                progress.update(1)
+                if done % config.log_every_steps == 0 or done == config.total_steps:
+                    metrics.update(meter.window(ecgs_per_step))
+                    metric_log.write(done, "train", metrics)
+
         while step < config.total_steps:
-            batch = to_global_batch(next(loader), mesh)
-            state, metrics = train_step(state, batch)
+            state, metrics = train_step(state, meter.next_batch(feed))
             step += 1
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not math.isfinite(metrics["loss"]):
-                manager.wait_until_finished()
-                raise NonFiniteLossError(
-                    f"loss is {metrics['loss']} at step {step}; the last good checkpoint "
-                    f"(step {manager.latest_step()}) in {workdir / 'checkpoints'} is intact"
-                )
-            now = time.perf_counter()
-            step_time, tick = now - tick, now
-            progress.set_postfix(loss=f"{metrics['loss']:.4f}")
-            progress.update(1)
-            if step % config.log_every_steps == 0 or step == config.total_steps:
-                metrics.update(step_time_s=step_time, ecg_per_s=ecgs_per_step / step_time)
-                metric_log.write(step, "train", metrics)
+            record(late_metrics.push(step, metrics))
+            evaluate_now = step % config.eval.every_steps == 0 or step == config.total_steps
+            save_now = evaluate_now or step % config.checkpoint.every_steps == 0
+            if save_now or stop.signal_name is not None:
+                record(late_metrics.flush())  # never save or evaluate an unchecked state
             eval_metrics = None
-            if step % config.eval.every_steps == 0 or step == config.total_steps:
+            if evaluate_now:
                 eval_metrics = evaluate(step)
-                tick = time.perf_counter()
-            if eval_metrics is not None or step % config.checkpoint.every_steps == 0:
+                meter.restart()
+            if save_now:
                 save(step, eval_metrics)
             if stop.signal_name is not None:
                 log.warning("%s received: saving step %d and stopping", stop.signal_name, step)
