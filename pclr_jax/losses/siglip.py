@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from pclr_jax.losses.similarity import (
+    HIGHEST,
     check_views,
     gather_rows,
     l2_normalize,
@@ -75,7 +76,7 @@ def siglip(
     }
 
     def body(carry: _SigmoidRows, block: dict[str, jax.Array]) -> _SigmoidRows:
-        logits = scale * jnp.dot(x, block["keys"].T) + bias
+        logits = scale * jnp.dot(x, block["keys"].T, precision=HIGHEST) + bias
         positive = ids[:, None] == block["ids"][None, :]
         signs = jnp.where(positive, 1.0, -1.0)
         valid = block["valid"][None, :]

@@ -25,6 +25,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+# Similarities run at full float32 precision on every backend (TF32 or one bf16 pass, the
+# defaults of recent GPUs and TPUs, would blur logits divided by a small temperature); they are
+# a tiny share of a step's work.
+HIGHEST = lax.Precision.HIGHEST
+
+# Above this many (query, column) logits the dense path would hold several (n, m) float32 arrays
+# of over 256 MiB each (logits, masks, softmax and their gradients): contrastive_row_stats then
+# walks the columns in blocks by itself (auto_chunk_size), unless the caller chose a chunk_size.
+DENSE_MAX_ELEMENTS = 2**26
+
 # tf.math.l2_normalize's default: x / sqrt(max(sum(x ** 2), 1e-12)).
 L2_EPSILON = 1e-12
 
@@ -146,7 +156,7 @@ def _block_logits(
     rows: _Rows, block: dict[str, jax.Array], temperature: float
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Logits ``(n, c)`` of one column block and its admissible (not self) and positive masks."""
-    logits = jnp.dot(rows.queries, block["keys"].T) / temperature
+    logits = jnp.dot(rows.queries, block["keys"].T, precision=HIGHEST) / temperature
     admissible = jnp.broadcast_to(block["valid"][None, :], logits.shape)
     if rows.positions is not None:
         admissible = admissible & (rows.positions[:, None] != block["positions"][None, :])
@@ -219,7 +229,8 @@ def _chunked_backward(
         logits, admissible, positive = _block_logits(rows, block, temperature)
         probs = jnp.where(admissible, jnp.exp(logits - logsumexp[:, None]), 0.0)
         d_logits = (g_lse * probs + jnp.where(positive, g_pos, 0.0)) / temperature
-        return d_queries + d_logits @ block["keys"], d_logits.T @ rows.queries
+        d_block_queries = jnp.matmul(d_logits, block["keys"], precision=HIGHEST)
+        return d_queries + d_block_queries, jnp.matmul(d_logits.T, rows.queries, precision=HIGHEST)
 
     blocks = _column_blocks(columns, chunk_size)
     d_queries, d_key_blocks = _scan_blocks(step, jnp.zeros_like(rows.queries), blocks)
@@ -256,7 +267,8 @@ def contrastive_row_stats(
       query_positions, key_positions: ``(n,)``, ``(m,)`` int32 global positions; a column whose
         position equals the row's is the row itself and is excluded (the ``-1e9`` mask of SimCLR).
         None (both) when queries and keys are disjoint sets.
-      chunk_size: None for the dense ``(n, m)`` computation, differentiated by JAX; else the
+      chunk_size: None for the dense ``(n, m)`` computation, differentiated by JAX (or, when
+        ``n * m > DENSE_MAX_ELEMENTS``, blocks of :func:`auto_chunk_size` columns); else the
         number of columns per block: a ``lax.scan`` with an online logsumexp forward and a custom
         VJP that recomputes each block's logits backward, so that neither pass holds more than a
         few ``(n, chunk_size)`` arrays.
@@ -272,10 +284,21 @@ def contrastive_row_stats(
     if key_positions is not None:
         columns["positions"] = key_positions
     m = keys.shape[0]
+    chunk_size = chunk_size or auto_chunk_size(queries.shape[0], m)
     if chunk_size is None or chunk_size >= m:
         dense = {**columns, "valid": jnp.ones((m,), bool)}
         return _accumulate(_empty_stats(queries.shape[0]), rows, dense, temperature)
     return _chunked_row_stats(rows, columns, temperature, chunk_size)
+
+
+def auto_chunk_size(n: int, m: int, max_elements: int | None = None) -> int | None:
+    """Columns per block for ``n`` queries against ``m`` columns when no ``chunk_size`` is given:
+    ``None`` (dense) while ``n * m <= max_elements`` (default ``DENSE_MAX_ELEMENTS``), else the
+    largest power of two with ``n * chunk <= max_elements`` (at least 1)."""
+    max_elements = DENSE_MAX_ELEMENTS if max_elements is None else max_elements
+    if n * m <= max_elements:
+        return None
+    return 1 << max(0, (max_elements // max(n, 1)).bit_length() - 1)
 
 
 def check_views(z_a: jax.Array, z_b: jax.Array, patient_ids: jax.Array) -> None:

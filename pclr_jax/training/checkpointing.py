@@ -13,7 +13,7 @@ becomes visible: Orbax writes into a temporary directory and renames it when com
 
 from __future__ import annotations
 
-import pathlib
+import os
 from typing import Any
 
 import grain
@@ -21,11 +21,13 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from pclr_jax.storage import as_path
+
 BEST_METRIC = "retrieval_top1"
 
 
 def make_checkpoint_manager(
-    workdir: str | pathlib.Path, keep: int, keep_best: bool
+    workdir: str | os.PathLike, keep: int, keep_best: bool
 ) -> ocp.CheckpointManager:
     """A manager over ``<workdir>/checkpoints`` keeping the last ``keep`` (and the best) steps."""
     preserve: list[policies.PreservationPolicy] = [policies.LatestN(n=keep)]
@@ -43,7 +45,7 @@ def make_checkpoint_manager(
         enable_async_checkpointing=True,
         cleanup_tmp_directories=True,
     )
-    directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    directory = as_path(workdir) / "checkpoints"
     return ocp.CheckpointManager(
         directory, options=options, item_names=("state", "loader", "config")
     )
