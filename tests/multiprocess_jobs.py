@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from collections.abc import Callable
 
 
 def free_port() -> int:
@@ -25,12 +26,15 @@ def job_environment() -> dict[str, str]:
     }
 
 
-def start_job(command: list[str], cwd=None, env: dict | None = None) -> list[subprocess.Popen]:
-    """Starts ``command`` as processes 0 and 1 of a job coordinated on a free local port."""
+def start_job(
+    command: list[str] | Callable[[int], list[str]], cwd=None, env: dict | None = None
+) -> list[subprocess.Popen]:
+    """Starts ``command`` (or ``command(process_id)``) as processes 0 and 1 of a job coordinated
+    on a free local port."""
     env = {**(env or job_environment()), "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}"}
     return [
         subprocess.Popen(
-            command,
+            command(i) if callable(command) else command,
             cwd=cwd,
             env={**env, "JAX_PROCESS_ID": str(i)},
             stdout=subprocess.PIPE,
@@ -41,8 +45,11 @@ def start_job(command: list[str], cwd=None, env: dict | None = None) -> list[sub
     ]
 
 
-def finish_job(procs: list[subprocess.Popen], timeout: float) -> list[str]:
-    """Waits for every process; asserts each exits 0; returns their outputs (stdout + stderr)."""
+def finish_job(
+    procs: list[subprocess.Popen], timeout: float, expect_rc: int | None = 0
+) -> list[str]:
+    """Waits for every process; asserts each exits ``expect_rc`` (``None``: any non-zero code);
+    returns their outputs (stdout + stderr)."""
     outputs = []
     try:
         for proc in procs:
@@ -51,7 +58,8 @@ def finish_job(procs: list[subprocess.Popen], timeout: float) -> list[str]:
         kill_job(procs)
         raise AssertionError(f"the job did not finish within {timeout} s") from None
     for i, (proc, output) in enumerate(zip(procs, outputs, strict=True)):
-        assert proc.returncode == 0, f"process {i} exited {proc.returncode}:\n{output[-4000:]}"
+        ok = proc.returncode != 0 if expect_rc is None else proc.returncode == expect_rc
+        assert ok, f"process {i} exited {proc.returncode}:\n{output[-4000:]}"
     return outputs
 
 

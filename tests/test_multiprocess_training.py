@@ -114,3 +114,25 @@ def test_sigterm_to_one_process_stops_both_and_sigkill_of_all_resumes_exactly(
     for step in reference:
         assert resumed[step] == reference[step], f"step {step} differs after resume"
     assert read_metadata(tmp_path / "encoder")["step"] == STEPS
+
+
+def test_unshared_workdir_or_data_dir_stops_every_process_with_a_message(
+    tmp_path, tiny_synthetic_data_dir
+):
+    """Each process given its own workdir (as on hosts without shared storage): both stop at
+    start-up naming process 1; then a shared workdir but a data dir only process 0 sees."""
+    own_workdir = lambda i: train_command(tmp_path / f"host{i}", tiny_synthetic_data_dir, *RUN)
+    outputs = finish_job(start_job(own_workdir, REPO), TIMEOUT_S, expect_rc=None)
+    for output in outputs:
+        assert "processes [1] do not see the workdir" in output, output[-3000:]
+
+    empty = tmp_path / "empty_data"
+    own_data = lambda i: train_command(
+        tmp_path / "shared", tiny_synthetic_data_dir if i == 0 else empty, *RUN
+    )
+    outputs = finish_job(start_job(own_data, REPO), TIMEOUT_S, expect_rc=None)
+    for output in outputs:
+        assert "pclr_synthetic/tiny" in output and "is missing on processes [1]" in output, output[
+            -3000:
+        ]
+    assert not (tmp_path / "shared" / "checkpoints").exists()

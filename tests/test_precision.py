@@ -119,6 +119,10 @@ def test_dense_loss_switches_to_chunks_above_the_threshold(monkeypatch):
 
     monkeypatch.setattr(similarity, "DENSE_MAX_ELEMENTS", 6 * 4)  # 6 x 10 logits: too many
     assert _equations(jax.make_jaxpr(mean_nll)(queries, keys).jaxpr, "scan")
+    forced_dense = lambda q, k: contrastive_row_stats(
+        q, k, ids, key_ids, temperature=0.5, chunk_size=0
+    )
+    assert not _equations(jax.make_jaxpr(forced_dense)(queries, keys).jaxpr, "scan")
     value, grads = jax.value_and_grad(mean_nll, argnums=(0, 1))(queries, keys)
     np.testing.assert_allclose(value, dense_value, rtol=1e-6)
     for grad, dense_grad in zip(grads, dense_grads, strict=True):

@@ -105,15 +105,15 @@ def scan_column_blocks(
         ``'valid'``, a boolean ``(block_columns,)`` mask that is False on padding.
       init: the initial carry (a pytree of per-query arrays).
       columns: arrays whose leading axis is the column axis (length ``m``).
-      chunk_size: None for one dense block of all ``m`` columns; otherwise the columns are padded
-        to a multiple of ``chunk_size`` and scanned block by block with a checkpointed body, so
-        that automatic differentiation recomputes each block rather than storing it.
+      chunk_size: None or 0 for one dense block of all ``m`` columns; otherwise the columns are
+        padded to a multiple of ``chunk_size`` and scanned block by block with a checkpointed
+        body, so that automatic differentiation recomputes each block rather than storing it.
 
     Returns:
       The final carry.
     """
     m = jax.tree.leaves(columns)[0].shape[0]
-    if chunk_size is None or chunk_size >= m:
+    if not chunk_size or chunk_size >= m:
         return body(init, {**columns, "valid": jnp.ones((m,), bool)})
     step = jax.checkpoint(lambda carry, block: (body(carry, block), None))
     return _scan_blocks(step, init, _column_blocks(columns, chunk_size))[0]
@@ -267,11 +267,12 @@ def contrastive_row_stats(
       query_positions, key_positions: ``(n,)``, ``(m,)`` int32 global positions; a column whose
         position equals the row's is the row itself and is excluded (the ``-1e9`` mask of SimCLR).
         None (both) when queries and keys are disjoint sets.
-      chunk_size: None for the dense ``(n, m)`` computation, differentiated by JAX (or, when
-        ``n * m > DENSE_MAX_ELEMENTS``, blocks of :func:`auto_chunk_size` columns); else the
-        number of columns per block: a ``lax.scan`` with an online logsumexp forward and a custom
-        VJP that recomputes each block's logits backward, so that neither pass holds more than a
-        few ``(n, chunk_size)`` arrays.
+      chunk_size: None for the dense ``(n, m)`` computation, differentiated by JAX, up to
+        ``n * m = DENSE_MAX_ELEMENTS`` logits and blocks of :func:`auto_chunk_size` columns
+        above; 0 for the dense computation at any size; else the number of columns per block:
+        a ``lax.scan`` with an online logsumexp forward and a custom VJP that recomputes each
+        block's logits backward, so that neither pass holds more than a few ``(n, chunk_size)``
+        arrays.
 
     Returns:
       :class:`RowStats`; the maxima are constants for differentiation (the logsumexp's gradient is
@@ -284,8 +285,9 @@ def contrastive_row_stats(
     if key_positions is not None:
         columns["positions"] = key_positions
     m = keys.shape[0]
-    chunk_size = chunk_size or auto_chunk_size(queries.shape[0], m)
-    if chunk_size is None or chunk_size >= m:
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(queries.shape[0], m)
+    if not chunk_size or chunk_size >= m:
         dense = {**columns, "valid": jnp.ones((m,), bool)}
         return _accumulate(_empty_stats(queries.shape[0]), rows, dense, temperature)
     return _chunked_row_stats(rows, columns, temperature, chunk_size)

@@ -9,7 +9,8 @@ Everything a run writes lives in ``workdir``:
 * ``summary.json``: the final evaluation beside a randomly initialised encoder.
 
 A run started on a workdir that holds a checkpoint resumes from it, on exactly the next batch.
-SIGTERM or SIGINT saves a checkpoint and exits cleanly; a non-finite loss stops the run with
+SIGTERM or SIGINT, reaching any process, saves a checkpoint at a step all processes agree on
+(``training/preemption.py``) and exits cleanly; a non-finite loss stops the run with
 ``NonFiniteLossError`` and leaves the last good checkpoint untouched.
 """
 
