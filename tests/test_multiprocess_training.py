@@ -96,6 +96,11 @@ def test_sigterm_to_one_process_stops_both_and_sigkill_of_all_resumes_exactly(
     assert stopped_at % 2 == 0 and stopped_at < STEPS - 3  # a checked step, well before the end
     assert "SIGTERM" in outputs[0]  # process 0 learns which signal stopped the job
     assert checkpoint_steps(tmp_path)[-1] == stopped_at == max(losses_by_step(tmp_path))
+    # Each process's loader position is in the checkpoint: the next batch after the stop.
+    loader_dir = tmp_path / "checkpoints" / str(stopped_at) / "loader"
+    for process in (0, 1):
+        position = json.loads((loader_dir / f"process_{process}-of-2.json").read_text())
+        assert position == {"next_index": stopped_at}
     assert not (tmp_path / "summary.json").exists()
 
     procs = start_job(command, REPO)

@@ -9,6 +9,11 @@ A checkpoint directory ``<workdir>/checkpoints/<step>/`` holds three items:
 Saves are asynchronous; the manager keeps the latest ``keep`` checkpoints plus, when asked, the
 one with the best validation retrieval (``retrieval_top1``). A save interrupted by a crash never
 becomes visible: Orbax writes into a temporary directory and renames it when complete.
+
+With several processes, every process calls ``save_checkpoint`` and ``restore_latest`` at the
+same steps (Orbax's default multiprocessing options: all processes take part in its barriers,
+process 0 is the primary host that creates and commits the directory; each process writes its
+own loader state, ``loader/process_<i>-of-<n>.json``). The workdir must therefore be shared.
 """
 
 from __future__ import annotations
