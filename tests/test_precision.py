@@ -110,20 +110,26 @@ def test_dense_loss_switches_to_chunks_above_the_threshold(monkeypatch):
     ids = jnp.asarray([0, 1, 2, 0, 1, 2], jnp.int32)
     key_ids = jnp.asarray(rng.integers(0, 3, 10), jnp.int32)
 
-    def mean_nll(q, k):
-        stats = contrastive_row_stats(q, k, ids, key_ids, temperature=0.5)
-        return jnp.mean(stats.mean_positive_nll())
+    def mean_nll_fn(chunk_size=None):
+        # a fresh function per call: make_jaxpr caches traces per function object
+        def mean_nll(q, k):
+            stats = contrastive_row_stats(
+                q, k, ids, key_ids, temperature=0.5, chunk_size=chunk_size
+            )
+            return jnp.mean(stats.mean_positive_nll())
 
-    dense_value, dense_grads = jax.value_and_grad(mean_nll, argnums=(0, 1))(queries, keys)
-    assert not _equations(jax.make_jaxpr(mean_nll)(queries, keys).jaxpr, "scan")
+        return mean_nll
+
+    def has_scan(fn):
+        return bool(_equations(jax.make_jaxpr(fn)(queries, keys).jaxpr, "scan"))
+
+    dense_value, dense_grads = jax.value_and_grad(mean_nll_fn(), argnums=(0, 1))(queries, keys)
+    assert not has_scan(mean_nll_fn())
 
     monkeypatch.setattr(similarity, "DENSE_MAX_ELEMENTS", 6 * 4)  # 6 x 10 logits: too many
-    assert _equations(jax.make_jaxpr(mean_nll)(queries, keys).jaxpr, "scan")
-    forced_dense = lambda q, k: contrastive_row_stats(
-        q, k, ids, key_ids, temperature=0.5, chunk_size=0
-    )
-    assert not _equations(jax.make_jaxpr(forced_dense)(queries, keys).jaxpr, "scan")
-    value, grads = jax.value_and_grad(mean_nll, argnums=(0, 1))(queries, keys)
+    assert has_scan(mean_nll_fn())
+    assert not has_scan(mean_nll_fn(chunk_size=0))  # 0 forces the dense path
+    value, grads = jax.value_and_grad(mean_nll_fn(), argnums=(0, 1))(queries, keys)
     np.testing.assert_allclose(value, dense_value, rtol=1e-6)
     for grad, dense_grad in zip(grads, dense_grads, strict=True):
         np.testing.assert_allclose(grad, dense_grad, rtol=1e-5, atol=1e-7)
