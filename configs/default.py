@@ -45,6 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
     # backend; "xla" / "flax" are the plain lax.conv / nn.BatchNorm (docs/speed_cpu.md).
     c.model.conv_impl = "auto"
     c.model.norm_impl = "auto"
+    # Encoder conv precision: "default" (the backend's: TF32 on recent NVIDIA GPUs, as in
+    # TensorFlow; full float32 on CPUs), "high" or "highest". Losses and head: always "highest".
+    c.model.precision = "default"
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "ntxent"
@@ -86,6 +89,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint.every_steps = 60
     c.checkpoint.keep = 2
     c.checkpoint.keep_best = True
+    # With several processes, SIGTERM/SIGINT stop the run at the next step that is a multiple of
+    # this (all processes exchange their signals there; one process checks every step).
+    c.checkpoint.stop_check_every_steps = 10
 
     c.log_every_steps = 10
     c.eval = ml_collections.ConfigDict()

@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 
 from pclr_jax.model import EncoderConfig, init_variables
 from pclr_jax.representation import METADATA_KEY, TRAINED_OUTPUT, check_output
+from pclr_jax.storage import as_path
 
 FORMAT = "pclr-jax-encoder"
 VERSION = 1
@@ -65,7 +66,7 @@ def save_encoder(
     }
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
         checkpointer.save(
-            os.path.abspath(directory),
+            as_path(directory),
             ocp.args.Composite(
                 variables=ocp.args.StandardSave(variables), metadata=ocp.args.JsonSave(info)
             ),
@@ -75,7 +76,7 @@ def save_encoder(
 
 def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint's JSON metadata; raises ``ValueError`` if it is no pclr-jax encoder."""
-    directory = os.path.abspath(directory)
+    directory = as_path(directory)
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
         try:
             restored = checkpointer.restore(
@@ -94,11 +95,15 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def restore_encoder(directory: str | os.PathLike) -> tuple[EncoderConfig, dict]:
-    """Loads ``(config, variables)`` saved by :func:`save_encoder` (variables on device 0)."""
-    directory = os.path.abspath(directory)
+    """Loads ``(config, variables)`` saved by :func:`save_encoder`.
+
+    The variables land on this process's first local device, so every process of a multi-host
+    job can restore (a global ``jax.devices()[0]`` belongs to process 0 only).
+    """
+    directory = as_path(directory)
     info = read_metadata(directory)
     config = EncoderConfig.from_dict(info["encoder_config"])
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.eval_shape(lambda: init_variables(config, jax.random.key(0)))
     abstract = jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract

@@ -427,7 +427,7 @@ def test_registry_names_and_errors():
     with pytest.raises(ValueError, match="temperature must be > 0"):
         get_loss("cmsc", temperature=0.0)
     with pytest.raises(ValueError, match="chunk_size"):
-        get_loss("ntxent", chunk_size=0)
+        get_loss("ntxent", chunk_size=-1)
     loss_fn = get_loss("ntxent", temperature=0.2, chunk_size=64)
     assert dict(loss_fn.hparams) == {"temperature": 0.2, "chunk_size": 64}
     assert loss_fn.init_params() == {}

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from restore_worker import flatten
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -76,13 +77,9 @@ LONG = (
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """``pclr_synthetic/tiny`` prepared once for the module."""
-    directory = tmp_path_factory.mktemp("tfds")
-    from pclr_jax.data.builders import BUILDERS
-
-    BUILDERS["pclr_synthetic"](config="tiny", data_dir=str(directory)).download_and_prepare()
-    return directory
+def data_dir(tiny_synthetic_data_dir):
+    """``pclr_synthetic/tiny``, prepared once for the session (conftest)."""
+    return tiny_synthetic_data_dir
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +118,8 @@ def test_run_writes_every_output(reference_run):
     config, variables = restore_encoder(workdir / "encoder")
     keras_model = read_keras_h5(workdir / "encoder.h5")
     assert keras_model.config == config
-    flat_orbax = dict(_flatten(variables))
-    flat_keras = dict(_flatten(keras_model.variables))
+    flat_orbax = dict(flatten(variables))
+    flat_keras = dict(flatten(keras_model.variables))
     assert flat_orbax.keys() == flat_keras.keys()
     for key, value in flat_orbax.items():
         np.testing.assert_array_equal(np.asarray(value), np.asarray(flat_keras[key]), err_msg=key)
@@ -154,14 +151,6 @@ def test_log_lines_and_the_exported_encoders_default_layer(reference_run):
     )
     for encoder in encoders:
         np.testing.assert_allclose(encoder.embed(ecgs), expected, rtol=1e-5, atol=1e-5)
-
-
-def _flatten(tree, prefix=()):
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            yield from _flatten(value, (*prefix, key))
-    else:
-        yield "/".join(prefix), tree
 
 
 def kill_after_step(workdir, data_dir, step, *overrides) -> int:

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from pclr_jax.losses.similarity import (
+    HIGHEST,
     TopOne,
     check_views,
     column_keys,
@@ -79,7 +80,7 @@ def siglip(
     columns["index"] = jnp.arange(columns["ids"].shape[0], dtype=jnp.int32)
 
     def body(carry: _SigmoidRows, block: dict[str, jax.Array]) -> _SigmoidRows:
-        logits = scale * jnp.dot(x, block["keys"].T) + bias
+        logits = scale * jnp.dot(x, block["keys"].T, precision=HIGHEST) + bias
         positive = ids[:, None] == block["ids"][None, :]
         signs = jnp.where(positive, 1.0, -1.0)
         valid = block["valid"][None, :]

@@ -25,6 +25,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+# Similarities run at full float32 precision on every backend (TF32 or one bf16 pass, the
+# defaults of recent GPUs and TPUs, would blur logits divided by a small temperature); they are
+# a tiny share of a step's work.
+HIGHEST = lax.Precision.HIGHEST
+
+# Above this many (query, column) logits the dense path would hold several (n, m) float32 arrays
+# of over 256 MiB each (logits, masks, softmax and their gradients): contrastive_row_stats then
+# walks the columns in blocks by itself (auto_chunk_size), unless the caller chose a chunk_size.
+DENSE_MAX_ELEMENTS = 2**26
+
 # tf.math.l2_normalize's default: x / sqrt(max(sum(x ** 2), 1e-12)).
 L2_EPSILON = 1e-12
 
@@ -95,15 +105,15 @@ def scan_column_blocks(
         ``'valid'``, a boolean ``(block_columns,)`` mask that is False on padding.
       init: the initial carry (a pytree of per-query arrays).
       columns: arrays whose leading axis is the column axis (length ``m``).
-      chunk_size: None for one dense block of all ``m`` columns; otherwise the columns are padded
-        to a multiple of ``chunk_size`` and scanned block by block with a checkpointed body, so
-        that automatic differentiation recomputes each block rather than storing it.
+      chunk_size: None or 0 for one dense block of all ``m`` columns; otherwise the columns are
+        padded to a multiple of ``chunk_size`` and scanned block by block with a checkpointed
+        body, so that automatic differentiation recomputes each block rather than storing it.
 
     Returns:
       The final carry.
     """
     m = jax.tree.leaves(columns)[0].shape[0]
-    if chunk_size is None or chunk_size >= m:
+    if not chunk_size or chunk_size >= m:
         return body(init, {**columns, "valid": jnp.ones((m,), bool)})
     step = jax.checkpoint(lambda carry, block: (body(carry, block), None))
     return _scan_blocks(step, init, _column_blocks(columns, chunk_size))[0]
@@ -210,7 +220,7 @@ def _block_logits(
     rows: _Rows, block: dict[str, jax.Array], temperature: float
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Logits ``(n, c)`` of one column block and its admissible (not self) and positive masks."""
-    logits = jnp.dot(rows.queries, block["keys"].T) / temperature
+    logits = jnp.dot(rows.queries, block["keys"].T, precision=HIGHEST) / temperature
     admissible = jnp.broadcast_to(block["valid"][None, :], logits.shape)
     if rows.positions is not None:
         admissible = admissible & (rows.positions[:, None] != block["positions"][None, :])
@@ -282,7 +292,8 @@ def _chunked_backward(
         logits, admissible, positive = _block_logits(rows, block, temperature)
         probs = jnp.where(admissible, jnp.exp(logits - logsumexp[:, None]), 0.0)
         d_logits = (g_lse * probs + jnp.where(positive, g_pos, 0.0)) / temperature
-        return d_queries + d_logits @ block["keys"], d_logits.T @ rows.queries
+        d_block_queries = jnp.matmul(d_logits, block["keys"], precision=HIGHEST)
+        return d_queries + d_block_queries, jnp.matmul(d_logits.T, rows.queries, precision=HIGHEST)
 
     blocks = _column_blocks(columns, chunk_size)
     d_queries, d_key_blocks = _scan_blocks(step, jnp.zeros_like(rows.queries), blocks)
@@ -322,10 +333,12 @@ def contrastive_row_stats(
         None (both) when queries and keys are disjoint sets.
       query_rank_offsets: ``(n,)`` int32, the column each row's tie-break order starts from
         (:func:`column_keys`); None: column order. Only ``top1_is_positive`` depends on it.
-      chunk_size: None for the dense ``(n, m)`` computation, differentiated by JAX; else the
-        number of columns per block: a ``lax.scan`` with an online logsumexp forward and a custom
-        VJP that recomputes each block's logits backward, so that neither pass holds more than a
-        few ``(n, chunk_size)`` arrays.
+      chunk_size: None for the dense ``(n, m)`` computation, differentiated by JAX, up to
+        ``n * m = DENSE_MAX_ELEMENTS`` logits and blocks of :func:`auto_chunk_size` columns
+        above; 0 for the dense computation at any size; else the number of columns per block:
+        a ``lax.scan`` with an online logsumexp forward and a custom VJP that recomputes each
+        block's logits backward, so that neither pass holds more than a few ``(n, chunk_size)``
+        arrays.
 
     Returns:
       :class:`RowStats`; the maxima are constants for differentiation (the logsumexp's gradient is
@@ -338,10 +351,22 @@ def contrastive_row_stats(
     columns = {"keys": keys, "ids": key_ids, "index": jnp.arange(m, dtype=jnp.int32)}
     if key_positions is not None:
         columns["positions"] = key_positions
-    if chunk_size is None or chunk_size >= m:
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(queries.shape[0], m)
+    if not chunk_size or chunk_size >= m:
         dense = {**columns, "valid": jnp.ones((m,), bool)}
         return _accumulate(_empty_stats(queries.shape[0]), rows, dense, temperature)
     return _chunked_row_stats(rows, columns, temperature, chunk_size)
+
+
+def auto_chunk_size(n: int, m: int, max_elements: int | None = None) -> int | None:
+    """Columns per block for ``n`` queries against ``m`` columns when no ``chunk_size`` is given:
+    ``None`` (dense) while ``n * m <= max_elements`` (default ``DENSE_MAX_ELEMENTS``), else the
+    largest power of two with ``n * chunk <= max_elements`` (at least 1)."""
+    max_elements = DENSE_MAX_ELEMENTS if max_elements is None else max_elements
+    if n * m <= max_elements:
+        return None
+    return 1 << max(0, (max_elements // max(n, 1)).bit_length() - 1)
 
 
 def check_views(z_a: jax.Array, z_b: jax.Array, patient_ids: jax.Array) -> None:

@@ -38,7 +38,7 @@ def _global_covariance(x: jax.Array, axis_name: str | None) -> jax.Array:
     if axis_name is not None:
         total = lax.psum(total, axis_name)
     centred = x - total / g
-    scatter = centred.T @ centred
+    scatter = jnp.matmul(centred.T, centred, precision=lax.Precision.HIGHEST)
     if axis_name is not None:
         scatter = lax.psum(scatter, axis_name)
     return scatter / (g - 1)
