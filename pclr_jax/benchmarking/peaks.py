@@ -4,7 +4,7 @@ A square ``n x n`` product costs ``2 n^3`` FLOPs. The peak is the best of ``repe
 samples after one warm-up, per dtype: float32 products (default precision: TF32 on recent NVIDIA
 GPUs, one bf16 pass on TPU), and bfloat16 inputs and outputs. Each sample runs enough products
 back to back to last about 50 ms, so dispatch overhead does not hide a fast device's rate. It is
-what XLA achieves, not the hardware's nominal peak (on the Zen 5 development machine oneDNN's
+what XLA achieves, not the hardware's nominal peak (on the Zen 4 development machine oneDNN's
 bfloat16 product reached about twice XLA's: 845 vs 380 GFLOP/s, ``docs/benchmarks.md``).
 
 ``pclr bench`` measures it in a CHILD process (``python -m pclr_jax.benchmarking.peaks``, one
