@@ -231,10 +231,11 @@ def final_report(config, model_config, state, embed_fn, workdir, tasks) -> dict:
         encoders["random_init"] = init_variables(model_config, jax.random.key(config.seed + 1))
     rows = {}
     for name, variables in encoders.items():
-        fit_x = embed_split(embed_fn, variables, fit_split, config.eval.batch_size)
         test_x = embed_split(embed_fn, variables, test_split, config.eval.batch_size)
         metrics = retrieval_metrics(test_x, test_split.index)
-        metrics.update(probe_between(fit_x, fit_split.index, test_x, test_split.index, tasks))
+        if tasks:  # the training split is embedded only for the probes
+            fit_x = embed_split(embed_fn, variables, fit_split, config.eval.batch_size)
+            metrics.update(probe_between(fit_x, fit_split.index, test_x, test_split.index, tasks))
         rows[name] = metrics
         if name == "pclr" and jax.process_index() == 0:
             write_embeddings(
