@@ -53,6 +53,7 @@ from pclr_jax.data.synthetic_traits import (
     patient_rng,
     sample_patient_model,
 )
+from pclr_jax.data.synthetic_visits import apply_lead_faults, visit_models, visits_enabled
 
 NOISE_BANK_SIZE = 2**22
 RR_RANGE_S = (0.3, 2.0)
@@ -70,6 +71,9 @@ ECG_COLUMNS = (
     "bbb",
     "noise_std_mv",
     "baseline_wander_mv",
+    "years_since_first",
+    "limb_reversal",
+    "precordial_swap",
 )
 
 _LEADS = len(INDEPENDENT_LEADS)
@@ -128,6 +132,13 @@ class SyntheticConfig:
         baseline_wander_mv: (min, max) of the per-ECG baseline-wander amplitude, mV (log-uniform).
         powerline_probability: probability that an ECG has 50/60 Hz mains hum.
         powerline_mv: (min, max) of the mains-hum amplitude, mV (log-uniform).
+        electrode_jitter_scale: multiplies the per-recording lead-matrix jitter (electrode
+            placement) of the table above.
+        morphology_families, family_weight, visit_interval_years, trait_drift_per_year,
+            visit_jitter, heart_rate_jitter, condition_drift_per_year, condition_jitter,
+            lvh_progression_per_year, limb_reversal_rate, precordial_swap_rate: families of
+            look-alike patients, visits years apart, conditions that change between ECGs and
+            electrode faults; all off (0) by default, see :mod:`pclr_jax.data.synthetic_visits`.
     """
 
     n_patients: int
@@ -148,6 +159,18 @@ class SyntheticConfig:
     baseline_wander_mv: tuple[float, float] = (0.02, 0.25)
     powerline_probability: float = 0.3
     powerline_mv: tuple[float, float] = (0.005, 0.03)
+    electrode_jitter_scale: float = 1.0
+    morphology_families: int = 0
+    family_weight: float = 0.0
+    visit_interval_years: float = 0.0
+    trait_drift_per_year: float = 0.0
+    visit_jitter: float = 0.0
+    heart_rate_jitter: float = 0.0
+    condition_drift_per_year: float = 0.0
+    condition_jitter: float = 0.0
+    lvh_progression_per_year: float = 0.0
+    limb_reversal_rate: float = 0.0
+    precordial_swap_rate: float = 0.0
 
     def __post_init__(self):
         if self.n_patients < 0:
@@ -170,6 +193,9 @@ class SyntheticConfig:
             "right_bbb_fraction",
             "lvh_strain_fraction",
             "powerline_probability",
+            "family_weight",
+            "limb_reversal_rate",
+            "precordial_swap_rate",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -177,6 +203,19 @@ class SyntheticConfig:
             low_value, high_value = getattr(self, name)
             if not 0 < low_value <= high_value:
                 raise ValueError(f"{name} must be 0 < min <= max, got {getattr(self, name)}")
+        for name in (
+            "electrode_jitter_scale",
+            "morphology_families",
+            "visit_interval_years",
+            "trait_drift_per_year",
+            "visit_jitter",
+            "heart_rate_jitter",
+            "condition_drift_per_year",
+            "condition_jitter",
+            "lvh_progression_per_year",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     @property
     def ecgs_range(self) -> tuple[int, int]:
@@ -272,8 +311,12 @@ def sample_recordings(
         ``(inputs, metadata)``: the :class:`RenderInputs` of the ``N`` ECGs and one metadata row
         per ECG (:data:`ECG_COLUMNS`), patients in ``model`` order.
     """
+    owner, ecg_index, z, u, beat_z = _recording_draws(config, model.traits["patient_id"].to_numpy())
+    visits = None
+    if visits_enabled(config):
+        model, visits = visit_models(config, model, owner, ecg_index)
+        owner = np.arange(len(owner))
     traits = model.traits
-    owner, ecg_index, z, u, beat_z = _recording_draws(config, traits["patient_id"].to_numpy())
     t = traits.iloc[owner].reset_index(drop=True)
     af = t["af"].to_numpy()[:, None]
 
@@ -306,7 +349,10 @@ def sample_recordings(
     heart_rate = 60.0 * (inside.sum(axis=1) - 1) / (last - first)
 
     jitter = z["electrodes"].reshape(-1, 3, _LEADS) * np.array([0.01] * 2 + [0.06] * 6)
+    jitter = jitter * config.electrode_jitter_scale
     lead_matrix = _posture(5.0 * z["posture"]) @ (model.lead_matrix[owner] + jitter)
+    if visits is not None:
+        lead_matrix = apply_lead_faults(lead_matrix, visits)
     gain = np.exp(0.05 * z["gain"][:, None] + 0.03 * z["lead_gain"])
     wave_leads = np.matmul(model.wave_vector_mv[owner], lead_matrix) * gain[:, None, :]
     f_leads = np.matmul(model.f_wave_vector_mv[owner][:, None], lead_matrix)[:, 0] * gain
@@ -379,6 +425,9 @@ def sample_recordings(
             "bbb": t["bbb"].to_numpy(),
             "noise_std_mv": noise_mv,
             "baseline_wander_mv": wander_mv,
+            "years_since_first": 0.0 if visits is None else visits.years_since_first,
+            "limb_reversal": 0 if visits is None else visits.limb_reversal,
+            "precordial_swap": -1 if visits is None else visits.precordial_swap,
         }
     )
     return inputs, metadata

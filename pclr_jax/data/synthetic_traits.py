@@ -84,7 +84,7 @@ TRAIT_STREAM = 0
 RECORDING_STREAM = 1
 NOISE_BANK_STREAM = 2
 
-_NORMALS = (
+NORMALS = (
     "age",
     "heart_rate",
     "pr",
@@ -97,7 +97,7 @@ _NORMALS = (
     "rsa",
     "f_axis",
 )
-_UNIFORMS = (
+UNIFORMS = (
     "sex",
     "af",
     "lvh",
@@ -111,7 +111,7 @@ _UNIFORMS = (
 )
 _SIGNATURE_SHAPE = (5, len(WAVES))  # size, frontal angle, elevation, width, centre
 _LEAD_SHAPE = (2, 3, 8)  # multiplicative and additive perturbation of DOWER
-_N_NORMALS = len(_NORMALS) + int(np.prod(_SIGNATURE_SHAPE)) + int(np.prod(_LEAD_SHAPE))
+N_NORMALS = len(NORMALS) + int(np.prod(_SIGNATURE_SHAPE)) + int(np.prod(_LEAD_SHAPE))
 
 # Log-odds effects of one decade of age and of male sex on each condition.
 _CONDITION_EFFECTS = {"af": (0.7, 0.4), "lvh": (0.35, 0.6), "bbb": (0.5, 0.4)}
@@ -137,6 +137,8 @@ class PatientModel:
         t_peak_offset_ms: ``(P,)`` T peak time after the R peak minus QT.
         f_wave_vector_mv: ``(P, 3)`` fibrillatory-wave dipole (zero without AF).
         lead_matrix: ``(P, 3, 8)`` dipole to the independent leads I, II, V1-V6.
+        normals, uniforms: ``(P, N_NORMALS)`` and ``(P, len(UNIFORMS))``: the draws this model was
+            built from (:func:`model_from_draws`), so later visits can move them.
     """
 
     traits: pd.DataFrame
@@ -146,6 +148,8 @@ class PatientModel:
     t_peak_offset_ms: np.ndarray
     f_wave_vector_mv: np.ndarray
     lead_matrix: np.ndarray
+    normals: np.ndarray
+    uniforms: np.ndarray
 
 
 def patient_rng(seed: int, stream: int, patient_id: int) -> np.random.Generator:
@@ -155,12 +159,12 @@ def patient_rng(seed: int, stream: int, patient_id: int) -> np.random.Generator:
 
 
 def _draws(seed: int, patient_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    normals = np.empty((len(patient_ids), _N_NORMALS))
-    uniforms = np.empty((len(patient_ids), len(_UNIFORMS)))
+    normals = np.empty((len(patient_ids), N_NORMALS))
+    uniforms = np.empty((len(patient_ids), len(UNIFORMS)))
     for i, patient_id in enumerate(patient_ids):
         rng = patient_rng(seed, TRAIT_STREAM, patient_id)
-        normals[i] = rng.standard_normal(_N_NORMALS)
-        uniforms[i] = rng.random(len(_UNIFORMS))
+        normals[i] = rng.standard_normal(N_NORMALS)
+        uniforms[i] = rng.random(len(UNIFORMS))
     return normals, uniforms
 
 
@@ -199,16 +203,38 @@ def _unit_vectors(frontal_deg: np.ndarray, elevation_deg: np.ndarray) -> np.ndar
 
 
 def sample_patient_model(config: SyntheticConfig, patient_ids: np.ndarray) -> PatientModel:
-    """Draws the traits and dipole models of ``patient_ids`` (deterministic per seed and id)."""
+    """Draws the traits and dipole models of ``patient_ids`` (deterministic per seed and id).
+
+    With ``config.morphology_families`` the shape draws (every normal but age) are mixed with
+    those of the patient's family (:func:`pclr_jax.data.synthetic_visits.family_mix`)."""
     patient_ids = np.asarray(patient_ids, dtype=np.int64)
     normals, uniforms = _draws(config.seed, patient_ids)
-    z = dict(zip(_NORMALS, normals[:, : len(_NORMALS)].T, strict=True))
-    u = dict(zip(_UNIFORMS, uniforms.T, strict=True))
-    split = len(_NORMALS) + int(np.prod(_SIGNATURE_SHAPE))
-    signature = normals[:, len(_NORMALS) : split].reshape(-1, *_SIGNATURE_SHAPE)
+    if config.morphology_families:
+        from pclr_jax.data.synthetic_visits import family_mix
+
+        normals = family_mix(config, patient_ids, normals)
+    return model_from_draws(config, patient_ids, normals, uniforms)
+
+
+def model_from_draws(
+    config: SyntheticConfig,
+    patient_ids: np.ndarray,
+    normals: np.ndarray,
+    uniforms: np.ndarray,
+    years_since_first: np.ndarray | float = 0.0,
+) -> PatientModel:
+    """The dipole models of rows of draws: ``normals`` ``(R, N_NORMALS)`` and ``uniforms``
+    ``(R, len(UNIFORMS))``, ``patient_ids`` ``(R,)``. ``years_since_first`` ``(R,)`` is added to
+    the age drawn for the first ECG (ages then move every age-dependent trait and risk)."""
+    z = dict(zip(NORMALS, normals[:, : len(NORMALS)].T, strict=True))
+    u = dict(zip(UNIFORMS, uniforms.T, strict=True))
+    split = len(NORMALS) + int(np.prod(_SIGNATURE_SHAPE))
+    signature = normals[:, len(NORMALS) : split].reshape(-1, *_SIGNATURE_SHAPE)
     lead_noise = normals[:, split:].reshape(-1, *_LEAD_SHAPE)
 
     age = np.round(np.clip(config.age_mean + config.age_std * z["age"], *config.age_range), 1)
+    if np.any(years_since_first):
+        age = np.round(age + years_since_first, 1)
     female = (u["sex"] < config.female_fraction).astype(np.int64)
     dec = (age - 60.0) / 10.0
 
@@ -233,6 +259,10 @@ def sample_patient_model(config: SyntheticConfig, patient_ids: np.ndarray) -> Pa
     left = bbb - right
     strain = lvh * (u["lvh_strain"] < config.lvh_strain_fraction)
     lvh_factor = np.where(lvh == 1, 1.45 + 0.45 * u["lvh_factor"], 1.0)
+    if config.lvh_progression_per_year and np.any(years_since_first):
+        lvh_factor = np.minimum(
+            lvh_factor + lvh * config.lvh_progression_per_year * years_since_first, 2.4
+        )
 
     heart_rate = np.where(
         af == 1,
@@ -343,4 +373,6 @@ def sample_patient_model(config: SyntheticConfig, patient_ids: np.ndarray) -> Pa
         t_peak_offset_ms=t_peak_offset,
         f_wave_vector_mv=f_vector,
         lead_matrix=lead_matrix,
+        normals=normals,
+        uniforms=uniforms,
     )

@@ -23,11 +23,14 @@ CHUNK_PATIENTS = 256
 
 @dataclasses.dataclass(eq=False)
 class SyntheticBuilderConfig(ECGConfig):
-    """A synthetic data set's size (see :class:`pclr_jax.data.synthetic.SyntheticConfig`)."""
+    """A synthetic data set's size and realism (see
+    :class:`pclr_jax.data.synthetic.SyntheticConfig`; ``realism`` holds the keyword arguments of
+    its visit, family and electrode-fault knobs, empty for the original configs)."""
 
     n_patients: int = 2000
     ecgs_per_patient: tuple[int, int] = (2, 4)
     seed: int = 0
+    realism: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def synthetic_config(self) -> synthetic.SyntheticConfig:
         return synthetic.SyntheticConfig(
@@ -36,7 +39,27 @@ class SyntheticBuilderConfig(ECGConfig):
             n_samples=self.n_samples,
             duration_s=self.duration_s,
             seed=self.seed,
+            **self.realism,
         )
+
+
+REALISTIC = {
+    "noise_mv": (0.001, 0.007),
+    "baseline_wander_mv": (0.008, 0.1),
+    "powerline_probability": 0.1,
+    "morphology_families": 40,
+    "family_weight": 0.9,
+    "visit_interval_years": 1.5,
+    "trait_drift_per_year": 0.03,
+    "visit_jitter": 0.2,
+    "heart_rate_jitter": 0.7,
+    "condition_drift_per_year": 0.3,
+    "condition_jitter": 0.15,
+    "lvh_progression_per_year": 0.05,
+    "limb_reversal_rate": 0.02,
+    "precordial_swap_rate": 0.02,
+}
+"""The realism knobs of the ``realistic`` configs, calibrated against PTB-XL (docs/data.md)."""
 
 
 def render_patients(
@@ -77,9 +100,25 @@ class PclrSynthetic(ECGBuilder):
         ),
         SyntheticBuilderConfig(
             name="cpu_default",
-            description="1,500 patients x 2-4 ECGs, 1024 samples over 10 s (the default CPU job)",
+            description="1,500 patients x 2-4 ECGs, 1024 samples over 10 s (the default CPU job"
+            " until cpu_realistic)",
             n_patients=1500,
             n_samples=1024,
+        ),
+        SyntheticBuilderConfig(
+            name="realistic",
+            description="2,000 patients x 2-4 ECGs, 4096 samples over 10 s, calibrated against"
+            " PTB-XL: visits years apart, conditions changing, look-alike families, lead faults",
+            n_patients=2000,
+            realism=REALISTIC,
+        ),
+        SyntheticBuilderConfig(
+            name="cpu_realistic",
+            description="1,500 patients x 2-4 ECGs, 1024 samples over 10 s, calibrated against"
+            " PTB-XL (the default CPU job)",
+            n_patients=1500,
+            n_samples=1024,
+            realism=REALISTIC,
         ),
         SyntheticBuilderConfig(
             name="tiny",
