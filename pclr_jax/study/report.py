@@ -242,6 +242,14 @@ def plot_figures(frame, summary, arms, metrics, reference, out_dir: pathlib.Path
     return paths
 
 
+def _shell_quote(text: str) -> str:
+    """``text`` quoted for a shell: double quotes when that needs no escapes (readable for
+    ``base.model.widths=(32, 64)`` and ``data.config='x'``), else ``shlex.quote``."""
+    if not any(c in text for c in '"$`\\!'):
+        return f'"{text}"' if any(c in text for c in " '()") else text
+    return shlex.quote(text)
+
+
 def write_report(study_dir, reference: str | None = None) -> pathlib.Path:
     """Aggregates whatever cells have finished; returns the path of ``report.md``."""
     study_dir = pathlib.Path(study_dir)
@@ -275,7 +283,7 @@ def write_report(study_dir, reference: str | None = None) -> pathlib.Path:
     wall = sum(r["train_wall_s"] + r["eval_wall_s"] for r in results)
     machine = results[0]["machine"] if results else {}
     command = f"pclr study run --config {source['config']} --workdir DIR" + "".join(
-        f" --set {shlex.quote(s)}" for s in source.get("set", [])
+        f" --set {_shell_quote(s)}" for s in source.get("set", [])
     )
     lines = [
         f"# Study `{study['name']}`",
@@ -295,6 +303,18 @@ def write_report(study_dir, reference: str | None = None) -> pathlib.Path:
             f"{machine['cores']} cores, {machine['memory_gib']:.0f} GiB, "
             f"JAX {machine['jax']} on {machine['jax_backend']}."
         )
+        loads = [
+            r["machine"]["load_average_1min"]
+            for r in results
+            if "load_average_1min" in r["machine"]
+        ]
+        if loads:
+            shared = max(loads) > machine["cores"]
+            lines.append(
+                f"- Load average (1 min) at the end of the cells: {min(loads):.1f} to "
+                f"{max(loads):.1f} on {machine['cores']} cores"
+                + (": the machine was shared, wall times are not speed figures." if shared else ".")
+            )
     lines += [
         f"- Evaluation (the same for every arm): patient retrieval among the "
         f"`{evaluation['test_split']}` ECGs; linear probes of {', '.join(evaluation['tasks'])} "
