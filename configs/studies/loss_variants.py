@@ -5,6 +5,10 @@
 The arms are ``configs/loss_variants.py``'s (one per key of ``pclr_jax.losses.LOSSES``); the
 reference is ``ntxent``, PCLR's loss. Everything else (data, steps, batch, optimizer,
 evaluation) is ``configs/default.py``'s, the same for every arm.
+
+``patient_supcon`` computes exactly ``ntxent``'s loss when every patient appears once per batch
+(docs/losses.md), and the pair loader guarantees that: the two arms train identically (the
+study reports them identical at every seed). The arm is kept so the study covers the registry.
 """
 
 from configs import loss_variants

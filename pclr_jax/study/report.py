@@ -153,6 +153,12 @@ def _plain_words(summary: pd.DataFrame, reference: str, confidence: float) -> li
         return ["No arm has a finished cell at a seed the reference also finished."]
     lines = []
     for arm, part in differences.groupby("arm", sort=False):
+        if ((part["mean"] == 0) & (part["sd"].fillna(0) == 0)).all():
+            lines.append(
+                f"- **{arm}** vs {reference}: identical at every matched seed (every difference "
+                "exactly 0): in this set-up the two arms compute the same thing."
+            )
+            continue
         if (part["n"] < 2).all():
             lines.append(f"- **{arm}** vs {reference}: fewer than 2 matched seeds, no interval.")
             continue
