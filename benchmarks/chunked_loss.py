@@ -52,7 +52,7 @@ def worker(args: argparse.Namespace) -> dict:
     z_a = jnp.asarray(rng.normal(size=(pairs, args.dim)), jnp.float32)
     z_b = jnp.asarray(rng.normal(size=(pairs, args.dim)), jnp.float32) * 0.5 + z_a
     ids = jnp.arange(pairs, dtype=jnp.int32)
-    hparams = {"chunk_size": args.chunk_size} if args.chunk_size > 0 else {}
+    hparams = {"chunk_size": args.chunk_size}  # 0: dense at any size
     loss_fn = get_loss(args.loss, **hparams)
     params = loss_fn.init_params()
     value_and_grad = jax.jit(

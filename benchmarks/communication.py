@@ -27,8 +27,9 @@ import math
 import os
 import sys
 
-# Training FLOPs per ECG (forward + backward) of the released model: /work/shared/FINDINGS.md and
-# XLA's cost analysis (forward 3.65 GFLOP, so backward is ~2/3 of the step's compute).
+# Training FLOPs per ECG (forward + backward) of the released model: a count of its products that
+# XLA's cost analysis of the compiled step confirms within 0.5% (10.81 GFLOP, docs/benchmarks.md;
+# forward 3.65 GFLOP, tests/test_bench.py), so backward is ~2/3 of the step's compute.
 FLOP_PER_ECG = 10.86e9
 FORWARD_FLOP_PER_ECG = 3.65e9
 MFU = 0.40  # assumed fraction of peak bf16 throughput reached by the step's compute

@@ -8,16 +8,25 @@ measures, side by side:
 * ``source loop``: ``source[i]`` over a shuffled order, decoded to float32 (the reading floor);
 * ``pairs``: :func:`pclr_jax.data.loader.make_pair_loader` without augmentation;
 * ``pairs + augment``: with every augmentation at probability 0.5;
-* the same with grain worker processes (``--workers``);
+* the same with grain's knobs: read threads (``--read-threads``), host prefetch buffer
+  (``--prefetch``), worker processes (``--workers``), and float16 views (``views_dtype``, what
+  the training loop sends to the devices);
 * with ``--tfds``, all of it again on the train split of ``pclr_synthetic/small`` prepared by
   the tensorflow-datasets builder (tf.Example records: what ``pclr prepare`` writes).
 
-ECG/s counts both views of every pair. Run: ``python benchmarks/loader_throughput.py``.
+ECG/s counts both views of every pair. Besides wall-clock ECG/s, each setting reports ECGs per
+CPU-second (the process and its grain workers, from ``psutil``): the per-core rate, which a shared
+machine's load disturbs far less than the wall-clock rate, and the input bytes per second (stored
+float16, 98,304 B per 4,096 x 12 ECG). ``--repeats`` runs every setting that many times,
+interleaved (setting 1, 2, ..., then again), and reports medians.
+
+Run: ``python benchmarks/loader_throughput.py [--json out.json]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import platform
@@ -28,6 +37,7 @@ from types import SimpleNamespace
 import grain
 import numpy as np
 import pandas as pd
+import psutil
 from array_record.python.array_record_module import ArrayRecordWriter
 
 from pclr_jax.data.loader import PairLoaderConfig, make_pair_loader
@@ -42,15 +52,16 @@ AUGMENT_ALL = {
 class RawECGSource:
     """Random access to an ArrayRecord file whose records are raw float16 ``SHAPE`` ECG bytes."""
 
-    def __init__(self, path: str, record_ids: np.ndarray):
+    def __init__(self, path: str, record_ids: np.ndarray, shape: tuple[int, int] = SHAPE):
         self._records = grain.sources.ArrayRecordDataSource(path)
         self._record_ids = record_ids
+        self._shape = shape
 
     def __len__(self) -> int:
         return len(self._records)
 
     def _decode(self, key: int, record: bytes) -> dict:
-        ecg = np.frombuffer(record, np.float16).reshape(SHAPE)
+        ecg = np.frombuffer(record, np.float16).reshape(self._shape)
         return {"ecg": ecg, "record_id": self._record_ids[key]}
 
     def __getitem__(self, key: int) -> dict:
@@ -58,9 +69,13 @@ class RawECGSource:
 
 
 def write_split(
-    directory: pathlib.Path, n_records: int, writer_options: str = "group_size:1", seed: int = 0
+    directory: pathlib.Path,
+    n_records: int,
+    writer_options: str = "group_size:1",
+    seed: int = 0,
+    shape: tuple[int, int] = SHAPE,
 ) -> SimpleNamespace:
-    """Writes ``n_records`` ECGs and returns a prepared-split-like object over them."""
+    """Writes ``n_records`` ``shape`` ECGs; returns a prepared-split-like object over them."""
     rng = np.random.default_rng(seed)
     per_patient = rng.integers(1, 5, size=n_records)
     patients = np.repeat(np.arange(n_records), per_patient)[:n_records]
@@ -70,12 +85,12 @@ def write_split(
     path = str(directory / "ecgs.array_record")
     writer = ArrayRecordWriter(path, writer_options)
     for start in range(0, n_records, 256):
-        chunk = rng.standard_normal((min(256, n_records - start), *SHAPE), np.float32)
+        chunk = rng.standard_normal((min(256, n_records - start), *shape), np.float32)
         for ecg in chunk.astype(np.float16):
             writer.write(ecg.tobytes())
     writer.close()
     record_ids = index["record_id"].to_numpy()
-    return SimpleNamespace(source=RawECGSource(path, record_ids), index=index)
+    return SimpleNamespace(source=RawECGSource(path, record_ids, shape), index=index)
 
 
 def source_loop_rate(split: SimpleNamespace, n: int) -> float:
@@ -86,18 +101,35 @@ def source_loop_rate(split: SimpleNamespace, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def loader_rate(split: SimpleNamespace, config: PairLoaderConfig, batches: int) -> float:
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its live children (grain workers)."""
+    processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def loader_rate(
+    split: SimpleNamespace, config: PairLoaderConfig, batches: int
+) -> tuple[float, float]:
+    """(ECG/s wall clock, ECGs per CPU-second) over ``batches`` batches after a warm-up one."""
     loader = make_pair_loader(split, config, 0, 1)
     try:
         next(loader)  # start-up (worker processes, first epoch's order)
-        start = time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         for _ in range(batches):
             batch = next(loader)
-        elapsed = time.perf_counter() - start
-        assert batch["view_a"].dtype == np.float32
+        elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+        assert batch["view_a"].dtype == np.dtype(config.views_dtype)
     finally:
         loader.close()
-    return 2 * config.batch_pairs * batches / elapsed
+    ecgs = 2 * config.batch_pairs * batches
+    return ecgs / elapsed, ecgs / cpu
 
 
 def cpu_name() -> str:
@@ -109,18 +141,52 @@ def cpu_name() -> str:
     return platform.machine()
 
 
-def measure(split: SimpleNamespace, args: argparse.Namespace) -> list[tuple[str, float]]:
-    """The source loop, then the loader in every setting, on one split."""
-    source_loop_rate(split, 512)  # warm the page cache
-    rows = [("source loop (shuffled, to float32)", source_loop_rate(split, 1024))]
-    settings = [(f"threads={t}", dict(read_threads=t)) for t in args.read_threads]
-    settings += [(f"workers={w}", dict(worker_count=w)) for w in args.workers]
-    for name, options in settings:
-        for label, augmentations in (("pairs", {}), ("pairs + augment", AUGMENT_ALL)):
-            config = PairLoaderConfig(
-                batch_pairs=args.batch_pairs, seed=0, augmentations=augmentations, **options
+def settings(args: argparse.Namespace) -> list[tuple[str, dict]]:
+    """Every loader setting measured: name -> PairLoaderConfig keyword arguments. Augmentation
+    is measured at each read-thread count; the other knobs without it."""
+    rows = []
+    for threads in args.read_threads:
+        rows.append((f"pairs, threads={threads}", dict(read_threads=threads)))
+        rows.append(
+            (
+                f"pairs + augment, threads={threads}",
+                dict(read_threads=threads, augmentations=AUGMENT_ALL),
             )
-            rows.append((f"{label}, {name}", loader_rate(split, config, args.batches)))
+        )
+    rows += [(f"pairs, threads=2, prefetch={p}", dict(prefetch_batches=p)) for p in args.prefetch]
+    rows += [("pairs, threads=2, float16 views", dict(views_dtype="float16"))]
+    rows += [(f"pairs, workers={w}", dict(worker_count=w)) for w in args.workers]
+    return rows
+
+
+def measure(split: SimpleNamespace, args: argparse.Namespace) -> list[dict]:
+    """The source loop, then the loader in every setting (``--repeats`` interleaved rounds)."""
+    source_loop_rate(split, 512)  # warm the page cache
+    ecg_bytes = int(np.prod(split.source[0]["ecg"].shape)) * 2  # stored float16
+    runs: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(args.repeats):
+        runs.setdefault("source loop (shuffled, to float32)", []).append(
+            (source_loop_rate(split, 1024), float("nan"))
+        )
+        for name, options in settings(args):
+            config = PairLoaderConfig(batch_pairs=args.batch_pairs, seed=0, **options)
+            runs.setdefault(name, []).append(loader_rate(split, config, args.batches))
+            print(
+                f"  {name}: {runs[name][-1][0]:.0f} ECG/s, {runs[name][-1][1]:.0f} per CPU-s",
+                flush=True,
+            )
+    rows = []
+    for name, rates in runs.items():
+        wall, per_cpu = np.median(np.array(rates), axis=0)
+        rows.append(
+            {
+                "setting": name,
+                "ecg_per_s": float(wall),
+                "ecg_per_cpu_s": float(per_cpu),
+                "mb_per_s": float(wall * ecg_bytes / 1e6),
+                "mb_per_cpu_s": float(per_cpu * ecg_bytes / 1e6),
+            }
+        )
     return rows
 
 
@@ -138,8 +204,11 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=4096)
     parser.add_argument("--batch-pairs", type=int, default=128)
     parser.add_argument("--batches", type=int, default=16)
-    parser.add_argument("--read-threads", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--workers", type=int, nargs="*", default=[2])
+    parser.add_argument("--read-threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--prefetch", type=int, nargs="*", default=[1, 4])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=pathlib.Path, help="also write the tables here")
     parser.add_argument("--writer-options", default="group_size:1")
     parser.add_argument(
         "--tfds", action="store_true", help="also measure a prepared pclr_synthetic/small split"
@@ -161,12 +230,20 @@ def main() -> None:
             tables[f"tfds pclr_synthetic/small train, {len(prepared.index)} ECGs"] = measure(
                 prepared, args
             )
-    print(f"load average after: {os.getloadavg()[0]:.1f} (other jobs share these cores)")
+    load_after = os.getloadavg()[0]
+    print(f"load average after: {load_after:.1f} (other jobs share these cores)")
     for title, rows in tables.items():
-        print(f"\n{title}")
-        width = max(len(name) for name, _ in rows)
-        for name, rate in rows:
-            print(f"  {name:<{width}}  {rate:8.0f} ECG/s")
+        print(f"\n{title} (median of {args.repeats} interleaved rounds)")
+        width = max(len(row["setting"]) for row in rows)
+        print(f"  {'setting':<{width}}  {'ECG/s':>8}  {'ECG/CPU-s':>9}  {'MB/s':>7}")
+        for row in rows:
+            print(
+                f"  {row['setting']:<{width}}  {row['ecg_per_s']:8.0f}  "
+                f"{row['ecg_per_cpu_s']:9.0f}  {row['mb_per_s']:7.0f}"
+            )
+    if args.json:
+        machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "load_after": load_after}
+        args.json.write_text(json.dumps({"machine": machine, "tables": tables}, indent=1))
 
 
 if __name__ == "__main__":

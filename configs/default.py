@@ -45,6 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
     # backend; "xla" / "flax" are the plain lax.conv / nn.BatchNorm (docs/speed_cpu.md).
     c.model.conv_impl = "auto"
     c.model.norm_impl = "auto"
+    # Encoder conv precision: "default" (the backend's: TF32 on recent NVIDIA GPUs, as in
+    # TensorFlow; full float32 on CPUs), "high" or "highest". Losses and head: always "highest".
+    c.model.precision = "default"
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "ntxent"
@@ -70,13 +73,25 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.loader = ml_collections.ConfigDict()
     c.loader.single_ecg_patients = "exclude"
-    c.loader.worker_count = 0
+    c.loader.worker_count = 0  # grain worker processes (0: read in the main process)
+    c.loader.read_threads = 2  # grain threads reading batches ahead, per process
+    c.loader.prefetch_batches = 2  # host batches grain buffers ahead, per process
+    # Global batches placed on the devices ahead of the step, in views_dtype (float16: as stored,
+    # half the bytes; cast to float32 on the devices). docs/training_step.md, "Feeding the step".
+    c.loader.device_prefetch = 2
+    c.loader.views_dtype = "float16"
+    # "host": the grain loader; "device_resident": the training split held in accelerator memory,
+    # pairs gathered there (no augmentations). docs/scaling.md, "Feeding the accelerators".
+    c.loader.mode = "host"
     c.loader.augment = ml_collections.ConfigDict()  # empty: no augmentation (PCLR's default)
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 60
     c.checkpoint.keep = 2
     c.checkpoint.keep_best = True
+    # With several processes, SIGTERM/SIGINT stop the run at the next step that is a multiple of
+    # this (all processes exchange their signals there; one process checks every step).
+    c.checkpoint.stop_check_every_steps = 10
 
     c.log_every_steps = 10
     c.eval = ml_collections.ConfigDict()

@@ -1,7 +1,7 @@
 """A seconds-long smoke run of the whole pipeline (tiny model on ``pclr_synthetic/tiny``).
 
 Used by the tests (training loop, resume, signals) and handy to check an installation:
-``python train.py --config=configs/smoke.py --workdir=/tmp/pclr_smoke``.
+``python train.py --config=configs/smoke.py --workdir=runs/smoke``.
 """
 
 import ml_collections
@@ -23,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.warmup_steps = 2
     c.checkpoint.every_steps = 3
     c.checkpoint.keep = 2
+    c.checkpoint.stop_check_every_steps = 2
     c.log_every_steps = 1
     c.eval.every_steps = 6
     c.eval.batch_size = 32

@@ -1,7 +1,17 @@
 """pclr-jax: Patient Contrastive Learning of Representations (PCLR) for ECGs in JAX/Flax."""
 
-from pclr_jax.embedder import Encoder, load_encoder
-from pclr_jax.model import EncoderConfig, PCLREncoder, PCLRModel, ProjectionHead
+import importlib
+
+# The public names load on first use (PEP 562), so that processes which need no model (the
+# ingest workers of `pclr prepare`, Beam workers) start without importing JAX and Flax.
+_EXPORTS = {
+    "Encoder": "pclr_jax.embedder",
+    "load_encoder": "pclr_jax.embedder",
+    "EncoderConfig": "pclr_jax.model",
+    "PCLREncoder": "pclr_jax.model",
+    "PCLRModel": "pclr_jax.model",
+    "ProjectionHead": "pclr_jax.model",
+}
 
 __all__ = [
     "Encoder",
@@ -12,3 +22,13 @@ __all__ = [
     "load_encoder",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'pclr_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

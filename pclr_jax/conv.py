@@ -63,13 +63,22 @@ def same_padding(n: int, k: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def conv1d_xla(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
-    """The reference: 'SAME' ``lax.conv_general_dilated``, ``(b, n, c) -> (b, ceil(n/s), f)``."""
+def conv1d_xla(
+    x: jax.Array, kernel: jax.Array, stride: int = 1, precision: str = "default"
+) -> jax.Array:
+    """The reference: 'SAME' ``lax.conv_general_dilated``, ``(b, n, c) -> (b, ceil(n/s), f)``.
+
+    ``precision``: a ``lax.Precision`` name (``'default'``, ``'high'``, ``'highest'``).
+    """
     pad = same_padding(x.shape[1], kernel.shape[0], stride)
-    return lax.conv_general_dilated(x, kernel, (stride,), [pad], dimension_numbers=_DIMS)
+    return lax.conv_general_dilated(
+        x, kernel, (stride,), [pad], dimension_numbers=_DIMS, precision=precision
+    )
 
 
-def conv1d_space_to_depth(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+def conv1d_space_to_depth(
+    x: jax.Array, kernel: jax.Array, stride: int = 1, precision: str = "default"
+) -> jax.Array:
     """'SAME' strided convolution as an unstrided VALID one on a space-to-depth reshape.
 
     Same values as :func:`conv1d_xla` up to float rounding; stride 1 (and 1x1 kernels, whose
@@ -77,7 +86,7 @@ def conv1d_space_to_depth(x: jax.Array, kernel: jax.Array, stride: int = 1) -> j
     """
     k, c_in, c_out = kernel.shape
     if stride == 1 or k == 1:
-        return conv1d_xla(x, kernel, stride)
+        return conv1d_xla(x, kernel, stride, precision)
     batch, n, _ = x.shape
     out = -(-n // stride)
     taps = -(-k // stride)  # kernel taps after the reshape
@@ -88,35 +97,45 @@ def conv1d_space_to_depth(x: jax.Array, kernel: jax.Array, stride: int = 1) -> j
     x = x.reshape(batch, length // stride, stride * c_in)
     kernel = jnp.pad(kernel, [(0, taps * stride - k), (0, 0), (0, 0)])
     kernel = kernel.reshape(taps, stride * c_in, c_out)
-    return lax.conv_general_dilated(x, kernel, (1,), "VALID", dimension_numbers=_DIMS)
+    return lax.conv_general_dilated(
+        x, kernel, (1,), "VALID", dimension_numbers=_DIMS, precision=precision
+    )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv1d_space_to_depth_grad(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv1d_space_to_depth_grad(
+    x: jax.Array, kernel: jax.Array, stride: int = 1, precision: str = "default"
+) -> jax.Array:
     """:func:`conv1d_xla` forward; gradients by the VJP of :func:`conv1d_space_to_depth`."""
-    return conv1d_xla(x, kernel, stride)
+    return conv1d_xla(x, kernel, stride, precision)
 
 
-def _s2d_grad_fwd(x, kernel, stride):
-    return conv1d_xla(x, kernel, stride), (x, kernel)
+def _s2d_grad_fwd(x, kernel, stride, precision):
+    return conv1d_xla(x, kernel, stride, precision), (x, kernel)
 
 
-def _s2d_grad_bwd(stride, residuals, dy):
-    _, vjp = jax.vjp(lambda x, k: conv1d_space_to_depth(x, k, stride), *residuals)
+def _s2d_grad_bwd(stride, precision, residuals, dy):
+    _, vjp = jax.vjp(lambda x, k: conv1d_space_to_depth(x, k, stride, precision), *residuals)
     return vjp(dy)
 
 
 conv1d_space_to_depth_grad.defvjp(_s2d_grad_fwd, _s2d_grad_bwd)
 
 
-def conv1d(x: jax.Array, kernel: jax.Array, stride: int = 1, impl: str = "xla") -> jax.Array:
+def conv1d(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: int = 1,
+    impl: str = "xla",
+    precision: str = "default",
+) -> jax.Array:
     """'SAME' 1-D convolution ``(b, n, c_in) x (k, c_in, c_out) -> (b, ceil(n / s), c_out)``."""
     impl = resolve_impl(impl)
     if impl == "space_to_depth":
-        return conv1d_space_to_depth(x, kernel, stride)
+        return conv1d_space_to_depth(x, kernel, stride, precision)
     if impl == "space_to_depth_grad" and stride > 1 and kernel.shape[0] > 1:
-        return conv1d_space_to_depth_grad(x, kernel, stride)
-    return conv1d_xla(x, kernel, stride)
+        return conv1d_space_to_depth_grad(x, kernel, stride, precision)
+    return conv1d_xla(x, kernel, stride, precision)
 
 
 def max_pool1d(x: jax.Array, pool: int, impl: str = "xla") -> jax.Array:
@@ -143,6 +162,7 @@ class Conv1D(nn.Module):
     Parameter ``kernel`` ``(kernel_size, c_in, features)``, initialised as ``nn.Conv`` does
     (LeCun normal), so variables are interchangeable with ``nn.Conv(..., use_bias=False)``.
     ``dtype`` is the compute dtype (inputs and kernel are cast to it); parameters are float32.
+    ``precision`` is a ``lax.Precision`` name (``EncoderConfig.precision``).
     """
 
     features: int
@@ -150,6 +170,7 @@ class Conv1D(nn.Module):
     stride: int = 1
     dtype: Any = jnp.float32
     impl: str = "auto"
+    precision: str = "default"
     kernel_init: Any = nn.initializers.lecun_normal()
 
     @nn.compact
@@ -158,4 +179,4 @@ class Conv1D(nn.Module):
             "kernel", self.kernel_init, (self.kernel_size, x.shape[-1], self.features), jnp.float32
         )
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        return conv1d(x, kernel, self.stride, self.impl)
+        return conv1d(x, kernel, self.stride, self.impl, self.precision)

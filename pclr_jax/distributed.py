@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
+from pclr_jax.launchers import local_device_ids, torchrun_initialize_args
+
 DATA_AXIS = "data"
 
 log = logging.getLogger(__name__)
@@ -64,14 +66,21 @@ def maybe_initialize_distributed() -> bool:
     3. Started by a multi-task launcher (Slurm ``srun``, Open MPI ``mpirun``, a multi-host TPU
        slice on GKE), or ``PCLR_AUTO_DISTRIBUTED=1`` (e.g. the workers of a Cloud TPU VM pod
        slice): ``jax.distributed.initialize()`` with jax's cluster auto-detection.
-    4. Otherwise: a single process; nothing is initialised.
+    4. torchrun-style variables (``MASTER_ADDR``, ``WORLD_SIZE`` > 1, ``RANK``): initialise from
+       them (:func:`pclr_jax.launchers.torchrun_initialize_args`).
+    5. Otherwise: a single process; nothing is initialised.
+
+    In every case the process's local GPUs come from :func:`pclr_jax.launchers.local_device_ids`
+    (e.g. all 8 GPUs of a node for one Slurm task per node, where jax alone would take one).
 
     Returns:
       True when this call initialised ``jax.distributed``.
     """
     if jax.distributed.is_initialized():
         return False
+    device_ids = local_device_ids(os.environ)
     coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    torchrun = torchrun_initialize_args(os.environ)
     if coordinator:
         num_processes = os.environ.get("JAX_NUM_PROCESSES")
         process_id = os.environ.get("JAX_PROCESS_ID")
@@ -79,18 +88,22 @@ def maybe_initialize_distributed() -> bool:
             coordinator,
             num_processes=int(num_processes) if num_processes else None,
             process_id=int(process_id) if process_id else None,
+            local_device_ids=device_ids,
         )
-    else:
-        launcher = _cluster_launcher()
-        if launcher is None:
-            return False
+    elif (launcher := _cluster_launcher()) is not None:
         log.info("%s launch detected: initialising jax.distributed", launcher)
-        jax.distributed.initialize()
+        jax.distributed.initialize(local_device_ids=device_ids)
+    elif torchrun is not None:
+        log.info("torchrun-style launch detected: initialising jax.distributed")
+        jax.distributed.initialize(**torchrun, local_device_ids=device_ids)
+    else:
+        return False
     log.info(
-        "process %d of %d; %d local and %d global devices",
+        "process %d of %d; %d local and %d global devices (local GPU ids %s)",
         jax.process_index(),
         jax.process_count(),
         jax.local_device_count(),
         jax.device_count(),
+        device_ids,
     )
     return True

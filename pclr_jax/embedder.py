@@ -7,7 +7,12 @@ already prepared with :func:`pclr_jax.preprocess.prepare_ecg` -- to ``(N, dim)``
 Which output: ``output='final'`` returns what the file's model outputs, as Keras ``predict``
 would: the projection when the weights include the projection head, else the pooled embedding.
 ``output='embed'`` always returns the pooled ``embed`` layer (``config.embed_dim``, 320 for the
-released models), the representation PCLR's paper feeds to linear models.
+released models), the representation PCLR's paper feeds to linear models. ``load_encoder``'s
+default follows the file (:mod:`pclr_jax.representation`): ``'embed'`` for encoders pclr-jax
+trained, ``'final'`` (ml4h's meaning) for third-party Keras files.
+
+Batches are split over all local devices by default (data parallel; the batch is padded to a
+multiple of the device count), with the same results as on one device.
 """
 
 from __future__ import annotations
@@ -22,10 +27,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pclr_jax.leads import STANDARD_LEADS, normalize_lead_name
 from pclr_jax.model import EncoderConfig, PCLRModel
-from pclr_jax.preprocess import prepare_ecg
+from pclr_jax.preprocess import prepare_checked
 from pclr_jax.records import ECGRecord, ECGValidationError
-
-OUTPUTS = ("final", "embed")
+from pclr_jax.representation import OUTPUTS, OutputChoice, choose_output, orbax_marker
 
 
 def _has_head(config: EncoderConfig, variables: dict) -> bool:
@@ -42,9 +46,10 @@ class Encoder:
         output: ``'final'`` (the file's output) or ``'embed'`` (the pooled layer).
         batch_size: ECGs per compiled step; the last batch is zero-padded, so the step compiles
             once per call shape (a call with fewer ECGs uses the next power of two).
-        devices: the devices a batch is split over (data parallel); the batch size is rounded up
-            to a multiple of their number.
+        devices: the devices a batch is split over (data parallel; default: all local devices);
+            the batch size is rounded up to a multiple of their number.
         source: where the weights came from.
+        output_reason: why ``output`` was chosen (``load_encoder`` says it).
     """
 
     config: EncoderConfig
@@ -53,13 +58,14 @@ class Encoder:
     batch_size: int = 64
     devices: Sequence[jax.Device] | None = None
     source: str = ""
+    output_reason: str = ""
 
     def __post_init__(self):
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
-        devices = list(self.devices or jax.local_devices()[:1])
+        devices = list(self.devices or jax.local_devices())
         self._mesh = Mesh(np.array(devices), ("data",))
         self._batch_sharding = NamedSharding(self._mesh, PartitionSpec("data"))
         replicated = NamedSharding(self._mesh, PartitionSpec())
@@ -75,11 +81,25 @@ class Encoder:
         self._forward = jax.jit(forward, out_shardings=replicated)
 
     @property
+    def n_devices(self) -> int:
+        """How many devices a batch is split over."""
+        return self._mesh.size
+
+    @property
     def embed_dim(self) -> int:
         """Width of :meth:`embed`'s output."""
         if self.output == "final" and _has_head(self.config, self.variables):
             return self.config.head_sizes[-1]
         return self.config.embed_dim
+
+    def describe_output(self) -> str:
+        """One line: which layer :meth:`embed` returns, its width and why."""
+        if self.output == "final" and _has_head(self.config, self.variables):
+            layer = "the projection head's output"
+        else:
+            layer = "the pooled 'embed' layer"
+        reason = f": {self.output_reason}" if self.output_reason else ""
+        return f"output {self.output!r}, {layer} ({self.embed_dim}-d){reason}"
 
     def input_leads(self, leads: Sequence[str] | None = None) -> tuple[str, ...]:
         """The leads to feed, in order: ``leads`` (normalised) or, for a 12-lead model, the
@@ -134,16 +154,20 @@ class Encoder:
         resample: str = "ml4h",
         expected_duration_s: float | None = 10.0,
         strict: bool = False,
+        allow: Sequence[str] = (),
     ) -> RecordEmbeddings:
-        """Prepares (:func:`~pclr_jax.preprocess.prepare_ecg`) and embeds records, e.g. those of
-        :func:`pclr_jax.records.iter_records`, streaming in chunks of ``4 * batch_size``.
+        """Prepares (:func:`~pclr_jax.preprocess.prepare_checked`) and embeds records, e.g. those
+        of :func:`pclr_jax.records.iter_records`, streaming in chunks of ``4 * batch_size``.
 
         ``leads`` defaults to the 12 standard leads (required for other models, e.g.
         ``('I',)``). A record that fails preparation, an :class:`ECGValidationError` item, or a
-        repeated record id (``'duplicate_id'``) is collected in ``rejected`` -- or raised when
-        ``strict``. Every record ends up either embedded or rejected.
+        repeated record id (``'duplicate_id'``, naming the first record's file) is collected in
+        ``rejected`` -- or raised when ``strict``. Checks named in ``allow``
+        (:data:`~pclr_jax.preprocess.ALLOWABLE_CHECKS`) do not reject: the record is embedded
+        and its failures are listed in ``allowed``. Every record ends up either embedded or
+        rejected.
         """
-        return _embed_records(self, records, leads, resample, expected_duration_s, strict)
+        return _embed_records(self, records, leads, resample, expected_duration_s, strict, allow)
 
 
 @dataclasses.dataclass
@@ -155,11 +179,13 @@ class RecordEmbeddings:
         embeddings: ``(len(sample_ids), embed_dim)`` float32.
         rejected: the failures, in input order; ``len(sample_ids) + len(rejected)`` is the number
             of records read.
+        allowed: the failed checks that ``allow`` let through (those records are embedded).
     """
 
     sample_ids: list[str]
     embeddings: np.ndarray
     rejected: list[ECGValidationError]
+    allowed: list[ECGValidationError] = dataclasses.field(default_factory=list)
 
 
 def _embed_records(
@@ -169,6 +195,7 @@ def _embed_records(
     resample: str,
     expected_duration_s: float | None,
     strict: bool,
+    allow: Sequence[str] = (),
 ) -> RecordEmbeddings:
     config = encoder.config
     leads = encoder.input_leads(leads)
@@ -176,7 +203,8 @@ def _embed_records(
     chunks: list[np.ndarray] = []
     pending: list[np.ndarray] = []
     rejected: list[ECGValidationError] = []
-    seen: set[str] = set()
+    allowed: list[ECGValidationError] = []
+    seen: dict[str, str] = {}  # sample id -> its file
     n_in = 0
     for item in records:
         n_in += 1
@@ -185,20 +213,25 @@ def _embed_records(
                 raise item
             if item.record_id in seen:
                 raise ECGValidationError(
-                    "sample id already seen in this run",
+                    f"sample id already given by {seen[item.record_id]} in this run",
                     record_id=item.record_id,
                     reason="duplicate_id",
                 )
-            ecg = prepare_ecg(item, config.n_samples, leads, resample, expected_duration_s)
+            prepared = prepare_checked(
+                item, config.n_samples, leads, resample, expected_duration_s, allow=allow
+            )
         except ECGValidationError as error:
             error.source = error.source or getattr(item, "source", "")
             if strict:
                 raise
             rejected.append(error)
             continue
-        seen.add(item.record_id)
+        for error in prepared.allowed:
+            error.source = error.source or item.source
+        allowed.extend(prepared.allowed)
+        seen[item.record_id] = item.source
         ids.append(item.record_id)
-        pending.append(ecg)
+        pending.append(prepared.ecg)
         if len(pending) >= 4 * encoder.batch_size:
             chunks.append(encoder.embed(np.stack(pending)))
             pending.clear()
@@ -209,12 +242,12 @@ def _embed_records(
         raise RuntimeError(
             f"bookkeeping error: {n_in} records in, {len(ids)} embedded, {len(rejected)} rejected"
         )
-    return RecordEmbeddings(ids, embeddings, rejected)
+    return RecordEmbeddings(ids, embeddings, rejected, allowed)
 
 
 def load_encoder(
     path: str | os.PathLike,
-    output: str = "final",
+    output: str | None = None,
     batch_size: int = 64,
     devices: Sequence[jax.Device] | None = None,
 ) -> Encoder:
@@ -223,21 +256,27 @@ def load_encoder(
     Args:
         path: ``*.h5``/``*.hdf5`` (read by :func:`pclr_jax.keras_h5.read_keras_h5`) or a directory
             written by :func:`pclr_jax.encoder_checkpoint.save_encoder`.
-        output: ``'final'`` (the model's output: the projection if the weights have a head) or
-            ``'embed'`` (the pooled embedding).
+        output: ``'final'`` (the model's output: the projection if the weights have a head),
+            ``'embed'`` (the pooled embedding), or ``None``: the file's default, ``'embed'`` for
+            an encoder pclr-jax trained and ``'final'`` for a third-party Keras file
+            (:mod:`pclr_jax.representation`; ``Encoder.describe_output`` says which and why).
         batch_size: ECGs per compiled step.
-        devices: devices to split batches over (default: the first local device).
+        devices: devices to split batches over (default: all local devices).
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        from pclr_jax.encoder_checkpoint import restore_encoder
+        from pclr_jax.encoder_checkpoint import read_metadata, restore_encoder
 
         config, variables = restore_encoder(path)
+        marker = orbax_marker(read_metadata(path))
     elif os.path.isfile(path):
         from pclr_jax.keras_h5 import read_keras_h5
 
         model = read_keras_h5(path)
-        config, variables = model.config, model.variables
+        config, variables, marker = model.config, model.variables, model.default_output
     else:
         raise FileNotFoundError(f"no weights file or checkpoint directory {path}")
-    return Encoder(config, variables, output, batch_size, devices, source=path)
+    choice: OutputChoice = choose_output(output, marker)
+    return Encoder(
+        config, variables, choice.output, batch_size, devices, path, output_reason=choice.reason
+    )

@@ -5,7 +5,9 @@ A checkpoint directory holds two Orbax items:
 * ``variables``: the :class:`~pclr_jax.model.PCLRModel` variables (``params`` and
   ``batch_stats``; the projection head when present), saved with ``StandardSave``;
 * ``metadata``: JSON ``{"format": "pclr-jax-encoder", "version": 1, "encoder_config": ...,
-  }`` plus any caller metadata (e.g. where the weights came from).
+  "default_output": ...}`` plus any caller metadata (e.g. where the weights came from);
+  ``default_output`` is the output ``load_encoder`` gives by default
+  (:mod:`pclr_jax.representation`).
 
 Restoring needs nothing but the directory: the variable shapes are rebuilt from the stored
 configuration.
@@ -20,10 +22,12 @@ import jax
 import orbax.checkpoint as ocp
 
 from pclr_jax.model import EncoderConfig, init_variables
+from pclr_jax.representation import METADATA_KEY, TRAINED_OUTPUT, check_output
+from pclr_jax.storage import as_path
 
 FORMAT = "pclr-jax-encoder"
 VERSION = 1
-_RESERVED = ("format", "version", "encoder_config")
+_RESERVED = ("format", "version", "encoder_config", METADATA_KEY)
 
 
 def save_encoder(
@@ -32,11 +36,15 @@ def save_encoder(
     variables: dict,
     metadata: dict[str, Any] | None = None,
     overwrite: bool = False,
+    default_output: str = TRAINED_OUTPUT,
 ) -> None:
     """Saves ``variables`` (PCLRModel layout) and ``config`` to a new Orbax ``directory``.
 
-    ``metadata`` must be JSON-serialisable and may not use the keys ``format``, ``version`` or
-    ``encoder_config``. An existing directory is an error unless ``overwrite``.
+    ``metadata`` must be JSON-serialisable and may not use the keys ``format``, ``version``,
+    ``encoder_config`` or ``default_output``. An existing directory is an error unless
+    ``overwrite``. ``default_output`` is the output ``load_encoder`` gives by default:
+    ``'embed'`` (the pooled layer, right for encoders pclr-jax trained) or ``'final'`` (keeps a
+    third-party Keras file's meaning; ``pclr convert keras-to-orbax`` passes it).
     """
     metadata = dict(metadata or {})
     clashes = sorted(set(metadata) & set(_RESERVED))
@@ -53,11 +61,12 @@ def save_encoder(
         "format": FORMAT,
         "version": VERSION,
         "encoder_config": config.to_dict(),
+        METADATA_KEY: check_output(default_output),
         **metadata,
     }
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
         checkpointer.save(
-            os.path.abspath(directory),
+            as_path(directory),
             ocp.args.Composite(
                 variables=ocp.args.StandardSave(variables), metadata=ocp.args.JsonSave(info)
             ),
@@ -67,7 +76,7 @@ def save_encoder(
 
 def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint's JSON metadata; raises ``ValueError`` if it is no pclr-jax encoder."""
-    directory = os.path.abspath(directory)
+    directory = as_path(directory)
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
         try:
             restored = checkpointer.restore(
@@ -86,11 +95,15 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def restore_encoder(directory: str | os.PathLike) -> tuple[EncoderConfig, dict]:
-    """Loads ``(config, variables)`` saved by :func:`save_encoder` (variables on device 0)."""
-    directory = os.path.abspath(directory)
+    """Loads ``(config, variables)`` saved by :func:`save_encoder`.
+
+    The variables land on this process's first local device, so every process of a multi-host
+    job can restore (a global ``jax.devices()[0]`` belongs to process 0 only).
+    """
+    directory = as_path(directory)
     info = read_metadata(directory)
     config = EncoderConfig.from_dict(info["encoder_config"])
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.eval_shape(lambda: init_variables(config, jax.random.key(0)))
     abstract = jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract

@@ -26,6 +26,7 @@ import numpy as np
 from pclr_jax import __version__
 from pclr_jax.keras_h5 import WEIGHT_MAP
 from pclr_jax.model import EncoderConfig
+from pclr_jax.representation import H5_ATTRIBUTE, TRAINED_OUTPUT, check_output
 
 # The format written: that of tf.keras 2.4 (TensorFlow kernel layout, channels last).
 KERAS_FORMAT_VERSION = "2.4.0"
@@ -277,12 +278,20 @@ def _module_arrays(variables: dict, path: tuple[str, ...], kind: str) -> list[np
     return arrays
 
 
-def write_keras_h5(path: str | os.PathLike, config: EncoderConfig, variables: dict) -> str:
+def write_keras_h5(
+    path: str | os.PathLike,
+    config: EncoderConfig,
+    variables: dict,
+    default_output: str = TRAINED_OUTPUT,
+) -> str:
     """Writes ``variables`` (:class:`~pclr_jax.model.PCLRModel` layout) as a Keras ``.h5`` file.
 
     The projection head is included iff ``variables['params']`` has ``'head'`` and
     ``config.head_sizes`` is non-empty; the file's output is then ``projection``, else ``embed``.
     Weights are written as float32 exactly as given. Returns the name of the output layer.
+    ``default_output`` is recorded as the root attribute ``pclr_jax_default_output``: the output
+    pclr-jax's ``load_encoder`` gives by default (:mod:`pclr_jax.representation`; Keras itself
+    ignores it and predicts the file's output).
     """
     with_head = bool(config.head_sizes) and "head" in variables["params"]
     graph, ordered = model_config(config, with_head)
@@ -291,6 +300,7 @@ def write_keras_h5(path: str | os.PathLike, config: EncoderConfig, variables: di
         f.attrs["backend"] = KERAS_FORMAT_BACKEND.encode("utf-8")
         f.attrs["model_config"] = json.dumps(graph).encode("utf-8")
         f.attrs["pclr_jax_version"] = __version__.encode("utf-8")
+        f.attrs[H5_ATTRIBUTE] = check_output(default_output).encode("utf-8")
         weights = f.create_group("model_weights")
         weights.attrs["layer_names"] = np.array([n.name.encode("utf-8") for n in ordered])
         weights.attrs["backend"] = KERAS_FORMAT_BACKEND.encode("utf-8")

@@ -22,6 +22,7 @@ import numpy as np
 
 from pclr_jax.keras_graph import BATCH_NORM, CONV, DENSE, parse_model_config, trace_resnet
 from pclr_jax.model import EncoderConfig, init_variables
+from pclr_jax.representation import H5_ATTRIBUTE
 
 # Keras weight name -> (Flax collection, Flax variable name), per module kind.
 WEIGHT_MAP: dict[str, dict[str, tuple[str, str]]] = {
@@ -43,13 +44,16 @@ class KerasModel:
     ``config`` has ``head_sizes=()`` when the file has no projection head; ``variables`` are in
     :class:`~pclr_jax.model.PCLRModel` layout (float32 NumPy arrays); ``output_layer`` is the
     name of the file's output layer (``embed`` for the released models, the last Dense layer
-    when a head is present) and ``input_name`` that of its input layer.
+    when a head is present) and ``input_name`` that of its input layer. ``default_output`` is
+    the marker a file written by pclr-jax carries (``'embed'`` or ``'final'``), ``None`` for
+    other files (:mod:`pclr_jax.representation`).
     """
 
     config: EncoderConfig
     variables: dict
     output_layer: str
     input_name: str
+    default_output: str | None = None
 
 
 def read_str_list_attr(group: h5py.Group, name: str) -> list[str]:
@@ -143,6 +147,7 @@ def read_keras_h5(path: str | os.PathLike) -> KerasModel:
         )
     with h5py.File(path, "r") as f:
         model_config = _read_text_attr(f.attrs, "model_config")
+        marker = _read_text_attr(f.attrs, H5_ATTRIBUTE)
         if model_config is None:
             raise ValueError(
                 f"{path} has no model_config attribute: a weights-only file cannot be converted "
@@ -162,4 +167,5 @@ def read_keras_h5(path: str | os.PathLike) -> KerasModel:
         variables=variables,
         output_layer=graph.output_name,
         input_name=graph.input_name,
+        default_output=marker,
     )

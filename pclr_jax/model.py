@@ -26,11 +26,16 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from pclr_jax import batch_norm, conv
 
 ACTIVATIONS = {"relu": nn.relu, "swish": nn.swish}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# Matmul/convolution precision of the encoder's layers (``lax.Precision`` names). "default" is the
+# backend's choice: full float32 on CPUs; TF32 on NVIDIA Ampere and later and one bf16 pass on TPU
+# for float32 inputs, which is also what TensorFlow (the original Keras training) does on GPUs.
+PRECISIONS = ("default", "high", "highest")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +63,9 @@ class EncoderConfig:
     # see pclr_jax/conv.py, pclr_jax/batch_norm.py and docs/speed_cpu.md).
     conv_impl: str = "auto"
     norm_impl: str = "auto"
+    # Encoder convolutions' precision (PRECISIONS). The projection head and the losses'
+    # similarities always run in float32 at "highest".
+    precision: str = "default"
 
     def __post_init__(self):
         if len(self.unit_samples) != len(self.unit_filters):
@@ -72,6 +80,8 @@ class EncoderConfig:
         # when a config is built (jax.distributed.initialize has to come first).
         if self.conv_impl not in conv.CONV_IMPLS:
             raise ValueError(f"conv_impl must be one of {conv.CONV_IMPLS}, got {self.conv_impl!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.norm_impl not in batch_norm.NORM_IMPLS:
             raise ValueError(
                 f"norm_impl must be one of {batch_norm.NORM_IMPLS}, got {self.norm_impl!r}"
@@ -131,7 +141,15 @@ def _conv(
 ) -> nn.Module:
     """Bias-free 'SAME' conv; kernel ``(kernel, c_in, filters)`` exactly as ``nn.Conv``'s."""
     impl = conv.resolve_impl(config.conv_impl, train)
-    return conv.Conv1D(filters, kernel, stride, dtype=config.compute_dtype, impl=impl, name=name)
+    return conv.Conv1D(
+        filters,
+        kernel,
+        stride,
+        dtype=config.compute_dtype,
+        impl=impl,
+        precision=config.precision,
+        name=name,
+    )
 
 
 class ResidualUnit(nn.Module):
@@ -199,7 +217,11 @@ class PCLREncoder(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """Embeddings ``(batch, d)`` -> projections ``(batch, sizes[-1])``; ReLU between layers."""
+    """Embeddings ``(batch, d)`` -> projections ``(batch, sizes[-1])``; ReLU between layers.
+
+    Computed in ``dtype`` at full precision (``lax.Precision.HIGHEST``): float32 by default, also
+    under bfloat16 encoder compute, since it is cheap and feeds the loss's similarities directly.
+    """
 
     sizes: Sequence[int]
     dtype: Any = jnp.float32
@@ -207,7 +229,9 @@ class ProjectionHead(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, size in enumerate(self.sizes):
-            x = nn.Dense(size, dtype=self.dtype, name=f"dense_{i}")(x)
+            x = nn.Dense(
+                size, dtype=self.dtype, precision=lax.Precision.HIGHEST, name=f"dense_{i}"
+            )(x)
             if i < len(self.sizes) - 1:
                 x = nn.relu(x)
         return x.astype(jnp.float32)
@@ -226,11 +250,7 @@ class PCLRModel(nn.Module):
 
     def setup(self):
         self.encoder = PCLREncoder(self.config, self.bn_axis_name)
-        self.head = (
-            ProjectionHead(self.config.head_sizes, self.config.compute_dtype)
-            if self.config.head_sizes
-            else None
-        )
+        self.head = ProjectionHead(self.config.head_sizes) if self.config.head_sizes else None
 
     def __call__(self, ecg: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
         embed = self.encoder(ecg, train)

@@ -26,8 +26,9 @@ Resampling methods
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 from scipy import signal as sps
@@ -38,6 +39,9 @@ from pclr_jax.records import ECGRecord, ECGValidationError, millivolts_per_unit
 __all__ = [
     "RESAMPLE_METHODS",
     "ECGValidationError",
+    "ALLOWABLE_CHECKS",
+    "PreparedECG",
+    "prepare_checked",
     "prepare_ecg",
     "resample_antialias",
     "resample_ml4h",
@@ -52,6 +56,11 @@ DURATION_TOLERANCE_S = 0.5
 FLAT_PEAK_TO_PEAK_MV = 0.01
 MAX_TYPICAL_PEAK_TO_PEAK_MV = 20.0
 MIN_SAMPLES = 16
+# Checks a user may let through on purpose (``pclr embed --allow``), by their rejection reason:
+# flat leads, an amplitude that looks like uV (unknown units stay errors), and a duration outside
+# the expected window (``too_short`` / ``too_long``; fewer than MIN_SAMPLES samples stays an
+# error). NaN/inf values, missing leads and unreadable files cannot be embedded at all.
+ALLOWABLE_CHECKS = ("flat_lead", "units", "too_short", "too_long")
 
 
 def resample_ml4h(signal: np.ndarray, n_samples: int) -> np.ndarray:
@@ -120,7 +129,7 @@ def to_millivolts(signal: np.ndarray, units: str, record_id: str) -> np.ndarray:
     return np.asarray(signal, np.float64) * scale
 
 
-def _check_duration(record: ECGRecord, samples: int, expected_s: float | None, tol_s: float):
+def _check_rate_and_length(record: ECGRecord, samples: int) -> None:
     rate = float(record.sampling_rate)
     if not (math.isfinite(rate) and rate > 0):
         raise ECGValidationError(
@@ -134,6 +143,10 @@ def _check_duration(record: ECGRecord, samples: int, expected_s: float | None, t
             record_id=record.record_id,
             reason="too_short",
         )
+
+
+def _check_duration(record: ECGRecord, samples: int, expected_s: float | None, tol_s: float):
+    rate = float(record.sampling_rate)
     duration = samples / rate
     if expected_s is not None and abs(duration - expected_s) > tol_s:
         raise ECGValidationError(
@@ -145,7 +158,7 @@ def _check_duration(record: ECGRecord, samples: int, expected_s: float | None, t
         )
 
 
-def _check_values(mv: np.ndarray, record_id: str, leads: Sequence[str]) -> None:
+def _check_finite(mv: np.ndarray, record_id: str, leads: Sequence[str]) -> None:
     finite = np.isfinite(mv).all(axis=0)
     if not finite.all():
         lead = normalize_lead_name(leads[int(np.argmin(finite))])
@@ -156,17 +169,25 @@ def _check_values(mv: np.ndarray, record_id: str, leads: Sequence[str]) -> None:
             reason="non_finite",
             lead=lead,
         )
+
+
+def _check_flat(mv: np.ndarray, record_id: str, leads: Sequence[str]) -> None:
     peak_to_peak = np.ptp(mv, axis=0)
-    flat = peak_to_peak < FLAT_PEAK_TO_PEAK_MV
-    if flat.any():
-        lead = normalize_lead_name(leads[int(np.argmax(flat))])
+    flat = np.flatnonzero(peak_to_peak < FLAT_PEAK_TO_PEAK_MV)
+    if len(flat):
+        names = [normalize_lead_name(leads[int(i)]) for i in flat]
+        spreads = [f"{n} ({peak_to_peak[i]:.3g} mV)" for n, i in zip(names, flat, strict=True)]
+        described = ", ".join(spreads)
         raise ECGValidationError(
-            f"record {record_id}: lead {lead} is flat (peak-to-peak "
-            f"{peak_to_peak[int(np.argmax(flat))]:.3g} mV < {FLAT_PEAK_TO_PEAK_MV} mV)",
+            f"record {record_id}: lead{'s' if len(flat) > 1 else ''} {described} "
+            f"{'are' if len(flat) > 1 else 'is'} flat (peak-to-peak < {FLAT_PEAK_TO_PEAK_MV} mV)",
             record_id=record_id,
             reason="flat_lead",
-            lead=lead,
+            lead=names[0],
         )
+
+
+def _check_amplitude(mv: np.ndarray, record_id: str) -> None:
     # 1st-99th percentile range per lead, median over leads: a real ECG is a few mV at most.
     robust = float(np.median(np.percentile(mv, 99, axis=0) - np.percentile(mv, 1, axis=0)))
     if robust > MAX_TYPICAL_PEAK_TO_PEAK_MV:
@@ -179,15 +200,26 @@ def _check_values(mv: np.ndarray, record_id: str, leads: Sequence[str]) -> None:
         )
 
 
-def prepare_ecg(
+@dataclasses.dataclass
+class PreparedECG:
+    """:func:`prepare_checked`'s result: ``ecg`` ``(n_samples, leads)`` float32 mV and the
+    failed checks that ``allow`` let through (empty when every check passed)."""
+
+    ecg: np.ndarray
+    allowed: list[ECGValidationError]
+
+
+def prepare_checked(
     record: ECGRecord,
     n_samples: int = 4096,
     leads: Sequence[str] = STANDARD_LEADS,
     resample: str = "ml4h",
     expected_duration_s: float | None = 10.0,
     duration_tolerance_s: float = DURATION_TOLERANCE_S,
-) -> np.ndarray:
-    """Model input from one record: ``(n_samples, len(leads))`` float32 in mV.
+    allow: Collection[str] = (),
+) -> PreparedECG:
+    """Model input from one record: ``(n_samples, len(leads))`` float32 in mV, and the failed
+    checks that ``allow`` let through.
 
     Steps, in order: select ``leads`` (reordered; any other lead dropped), check the sampling rate
     and duration (``samples / sampling_rate`` within ``duration_tolerance_s`` of
@@ -199,12 +231,36 @@ def prepare_ecg(
     ``'bad_sampling_rate'``, ``'too_short'`` (fewer than 16 samples, or shorter than expected),
     ``'too_long'``, ``'units'`` (unknown unit, or a median 1-99 percentile range above 20 mV: uV
     labelled as mV), ``'non_finite'`` (NaN or inf in a lead), ``'flat_lead'`` (peak-to-peak
-    < 0.01 mV).
+    < 0.01 mV). A check named in ``allow`` (:data:`ALLOWABLE_CHECKS`: ``'flat_lead'``,
+    ``'units'`` for the amplitude check, ``'too_short'``/``'too_long'`` for the duration check)
+    does not raise: its error is returned in ``allowed`` and the record is prepared anyway.
     """
+    unknown = sorted(set(allow) - set(ALLOWABLE_CHECKS))
+    if unknown:
+        raise ValueError(f"checks {unknown} cannot be allowed; allowable: {ALLOWABLE_CHECKS}")
     if resample not in _RESAMPLERS:
         raise ValueError(f"resample must be one of {RESAMPLE_METHODS}, got {resample!r}")
+    allowed: list[ECGValidationError] = []
+
+    def check(function, *args) -> None:
+        try:
+            function(*args)
+        except ECGValidationError as error:
+            if error.reason not in allow:
+                raise
+            allowed.append(error)
+
     selected = select_leads(record, leads)
-    _check_duration(record, selected.shape[0], expected_duration_s, duration_tolerance_s)
+    _check_rate_and_length(record, selected.shape[0])
+    check(_check_duration, record, selected.shape[0], expected_duration_s, duration_tolerance_s)
     mv = to_millivolts(selected, record.units, record.record_id)
-    _check_values(mv, record.record_id, leads)
-    return _RESAMPLERS[resample](mv, n_samples).astype(np.float32)
+    _check_finite(mv, record.record_id, leads)
+    check(_check_flat, mv, record.record_id, leads)
+    check(_check_amplitude, mv, record.record_id)
+    return PreparedECG(_RESAMPLERS[resample](mv, n_samples).astype(np.float32), allowed)
+
+
+def prepare_ecg(record: ECGRecord, *args, **kwargs) -> np.ndarray:
+    """Model input from one record, ``(n_samples, len(leads))`` float32 in mV: the ``ecg`` of
+    :func:`prepare_checked` (same arguments)."""
+    return prepare_checked(record, *args, **kwargs).ecg

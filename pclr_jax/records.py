@@ -17,7 +17,7 @@ Supported inputs
   assumed to hold the 12 standard leads in :data:`~pclr_jax.leads.STANDARD_LEADS` order in mV
   unless ``lead_names``/``units`` say otherwise. A ``.npy`` file has no sampling rate: pass
   ``sampling_rate`` (Hz); by default every ECG is taken to last ``duration_s`` (10 s), i.e.
-  ``sampling_rate = samples / 10``. Record ids are ``<file stem>:<row>``.
+  ``sampling_rate = samples / 10``. Record ids are ``<file id>:<row>``.
 * **HDF5** (read with h5py), two layouts:
 
   - *array*: one dataset ``(N, samples, leads)`` -- CODE-15%'s ``tracings`` (400 Hz, mV, leads
@@ -28,6 +28,13 @@ Supported inputs
 
   Without ``dataset``, ``tracings`` is used if present, else ``tensors``, else the file's only 3-D
   dataset. Sampling rate, lead names and units as for ``.npy``.
+
+Sample ids
+----------
+:func:`iter_records` names records so that the ids survive moving the data (see
+:data:`SAMPLE_ID_MODES`): by default a record found in a folder input is named by its path
+relative to that folder, without extension, and a file given by itself by its name. Two inputs
+that would give the same id are an error before anything is read.
 """
 
 from __future__ import annotations
@@ -45,6 +52,15 @@ from pclr_jax.leads import STANDARD_LEADS
 WFDB_SUFFIXES = (".hea",)
 NPY_SUFFIXES = (".npy",)
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hd5")
+
+# How sample ids are made from input paths (``pclr embed --sample-id``):
+#   relative: a file found in a folder input: its path relative to that folder, without extension
+#             (``records100/00000/00001_lr``); a file given by itself: its name without extension;
+#   name:     the file name without extension, wherever the file was found (``00001_lr``);
+#   path:     the path as typed or found, without extension (changes when the data move).
+# Array files (.npy, HDF5 without ids) give ``<id>:<row>``; HDF5 ids from the file (``exam_id``,
+# the ``tensors`` group's names) are kept as they are.
+SAMPLE_ID_MODES = ("relative", "name", "path")
 
 _MV_PER_UNIT = {"mv": 1.0, "": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
 
@@ -237,13 +253,15 @@ def _read_error(path: str, error: Exception) -> ECGValidationError:
     )
 
 
-def _iter_npy(path: str, options: ArrayOptions) -> Iterator[ECGRecord | ECGValidationError]:
+def _iter_npy(
+    path: str, options: ArrayOptions, prefix: str | None = None
+) -> Iterator[ECGRecord | ECGValidationError]:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         yield _read_error(path, error)
         return
-    stem = pathlib.Path(path).stem
+    stem = prefix or pathlib.Path(path).stem
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:
@@ -300,9 +318,9 @@ def _default_hdf5_entry(f: h5py.File) -> str:
 
 
 def _iter_hdf5(
-    path: str, dataset: str | None, options: ArrayOptions
+    path: str, dataset: str | None, options: ArrayOptions, prefix: str | None = None
 ) -> Iterator[ECGRecord | ECGValidationError]:
-    stem = pathlib.Path(path).stem
+    stem = prefix or pathlib.Path(path).stem
     try:
         f = h5py.File(path, "r")
     except OSError as error:
@@ -357,11 +375,47 @@ def read_hdf5(
         yield item
 
 
-def find_inputs(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str]]:
-    """``(kind, path)`` for each input: a file, a WFDB record path, or every readable file of a
-    folder (recursively, sorted). ``kind`` is ``'wfdb'`` (path without extension), ``'npy'``,
-    ``'hdf5'``, ``'missing'`` or ``'unsupported'``."""
-    found = []
+@dataclasses.dataclass(frozen=True)
+class InputFile:
+    """One input found by :func:`input_files`.
+
+    Attributes:
+        kind: ``'wfdb'``, ``'npy'``, ``'hdf5'``, ``'missing'`` or ``'unsupported'``.
+        path: the file (a WFDB record: its path without extension), as found from the input.
+        sample_id: the record's id (WFDB), or the prefix of the ids ``<sample_id>:<row>`` of an
+            array file's ECGs (see :data:`SAMPLE_ID_MODES`).
+    """
+
+    kind: str
+    path: str
+    sample_id: str
+
+
+def _without_suffix(path: pathlib.PurePath, kind: str) -> pathlib.PurePath:
+    return path if kind == "wfdb" else path.with_suffix("")
+
+
+def _sample_id(kind: str, path: str, root: str | None, mode: str) -> str:
+    """The id of a record path (WFDB) or array file for ``mode`` (see :data:`SAMPLE_ID_MODES`)."""
+    found = _without_suffix(pathlib.Path(path), kind)
+    if mode == "path":
+        return str(found)
+    if mode == "relative" and root is not None:
+        return found.relative_to(root).as_posix()
+    return found.name
+
+
+def input_files(paths: Iterable[str | os.PathLike], sample_id: str = "relative") -> list[InputFile]:
+    """The input files of ``paths`` (files, WFDB record paths without extension, or folders
+    searched recursively, sorted) with their sample ids, in order.
+
+    Raises:
+        ValueError: an unknown ``sample_id`` mode, or two inputs that would give the same ids
+            (the message names both and the modes that tell them apart).
+    """
+    if sample_id not in SAMPLE_ID_MODES:
+        raise ValueError(f"sample_id must be one of {SAMPLE_ID_MODES}, got {sample_id!r}")
+    found: list[InputFile] = []
     for raw in paths:
         path = os.fspath(raw)
         if os.path.isdir(path):
@@ -369,14 +423,35 @@ def find_inputs(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str]]:
             for file in files:
                 kind = _kind(str(file))
                 if kind != "unsupported":
-                    found.append((kind, _record_path(file) if kind == "wfdb" else str(file)))
+                    record = _record_path(file) if kind == "wfdb" else str(file)
+                    found.append(InputFile(kind, record, _sample_id(kind, record, path, sample_id)))
         elif os.path.isfile(path):
-            found.append((_kind(path), _record_path(path)))
+            kind = _kind(path)
+            record = _record_path(path)
+            found.append(InputFile(kind, record, _sample_id(kind, record, None, sample_id)))
         elif os.path.isfile(path + ".hea"):
-            found.append(("wfdb", path))
+            found.append(InputFile("wfdb", path, _sample_id("wfdb", path, None, sample_id)))
         else:
-            found.append(("missing", path))
+            found.append(InputFile("missing", path, path))
+    _check_unique_ids(found, sample_id)
     return found
+
+
+def _check_unique_ids(found: Sequence[InputFile], mode: str) -> None:
+    first: dict[tuple[bool, str], InputFile] = {}
+    for item in found:
+        if item.kind in ("missing", "unsupported"):
+            continue
+        key = (item.kind == "wfdb", item.sample_id)
+        if key in first:
+            other = first[key]
+            alternatives = [m for m in SAMPLE_ID_MODES if m != mode]
+            raise ValueError(
+                f"two inputs give the sample id {item.sample_id!r} (--sample-id {mode}): "
+                f"{other.path} and {item.path}; give each input once, use --sample-id "
+                f"{' or '.join(alternatives)}, or embed them in separate runs"
+            )
+        first[key] = item
 
 
 def _kind(path: str) -> str:
@@ -394,26 +469,38 @@ def iter_records(
     paths: Sequence[str | os.PathLike] | str | os.PathLike,
     options: ArrayOptions | None = None,
     hdf5_dataset: str | None = None,
+    sample_id: str = "relative",
 ) -> Iterator[ECGRecord | ECGValidationError]:
-    """Every ECG of ``paths`` (files or folders, see :func:`find_inputs`), in order.
+    """Every ECG of ``paths`` (files or folders, see :func:`input_files`), in order, with ids
+    by the ``sample_id`` mode (:data:`SAMPLE_ID_MODES`).
 
     Failures are yielded, not raised, so callers can count them: a file that cannot be opened
-    is one :class:`ECGValidationError` whose ``record_id`` is the file path. WFDB record ids are
-    the record path without extension.
+    is one :class:`ECGValidationError` whose ``record_id`` is the file path. Raises
+    ``ValueError`` (before reading anything) if two inputs would give the same ids.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
+    return iter_input_files(input_files(paths, sample_id), options, hdf5_dataset)
+
+
+def iter_input_files(
+    files: Iterable[InputFile],
+    options: ArrayOptions | None = None,
+    hdf5_dataset: str | None = None,
+) -> Iterator[ECGRecord | ECGValidationError]:
+    """Every ECG of the :func:`input_files` ``files``, in order (see :func:`iter_records`)."""
     options = options or ArrayOptions()
-    for kind, path in find_inputs(paths):
+    for item in files:
+        kind, path = item.kind, item.path
         if kind == "wfdb":
             try:
-                yield read_wfdb(path)
+                yield read_wfdb(path, item.sample_id)
             except ECGValidationError as error:
                 yield error
         elif kind == "npy":
-            yield from _iter_npy(path, options)
+            yield from _iter_npy(path, options, item.sample_id)
         elif kind == "hdf5":
-            yield from _iter_hdf5(path, hdf5_dataset, options)
+            yield from _iter_hdf5(path, hdf5_dataset, options, item.sample_id)
         elif kind == "missing":
             yield ECGValidationError(
                 f"no such file or WFDB record {path}",

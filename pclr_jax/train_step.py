@@ -101,7 +101,17 @@ def make_train_step(
     replicated float32 scalar metrics: ``loss``, the loss's own metrics (e.g.
     ``contrastive_accuracy``), ``learning_rate`` (used by this update) and ``grad_norm`` (global
     norm before clipping).
+
+    Raises:
+      ValueError: ``model_config.dtype == 'float16'``: training in float16 needs loss scaling,
+        which this step does not do (use ``'bfloat16'``).
     """
+    if model_config.dtype == "float16":
+        raise ValueError(
+            "model.dtype='float16' cannot train without loss scaling, which pclr-jax does not "
+            "do: float16 flushes gradients below 6e-8 to zero and overflows above 65504. Use "
+            "'bfloat16' (float32's range, as fast on GPUs since Ampere and on TPUs) or 'float32'"
+        )
     loss = get_loss(loss_name, axis_name=DATA_AXIS, **dict(loss_hparams or {}))
     model = PCLRModel(model_config, bn_axis_name=DATA_AXIS if sync_batch_norm else None)
     forward = make_forward(model)

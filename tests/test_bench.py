@@ -32,8 +32,11 @@ def test_bench_cli_writes_json(workload, tmp_path, capsys):
     assert cli.main([*argv, "--peak-size=128", f"--json={out}"]) == 0
     assert "| pclr_jax |" in capsys.readouterr().out
     result = json.loads(out.read_text())
-    assert {"cpu_model", "cores", "jax", "date_utc", "load_average_1min"} <= set(result["machine"])
+    machine = result["machine"]
+    assert {"cpu_model", "cores", "jax", "date_utc", "load_average_1min"} <= set(machine)
+    assert machine["platform"] == "cpu" and machine["device_count"] >= 1  # from the peak child
     (row,) = result["rows"]
+    assert row["device_peak_mib"] is None  # CPU devices report no memory statistics
     assert row["contender"] == "pclr_jax" and row["speedup"] == 1.0
     for key in ("ecg_per_s", "median_step_s", "maxrss_mib"):
         assert row[key] > 0, key
@@ -47,6 +50,73 @@ def test_bench_cli_writes_json(workload, tmp_path, capsys):
         assert 0 < row["peak_fraction"] and result["matmul_peak_gflop_per_s"]["fp32"] > 0
     if workload == "train":
         assert row["n_params"] == 27_808  # the tiny preset with its 16-16 head
+    if workload != "loader":
+        assert row["device"] == "cpu"
+        assert 0 < result["contenders"]["pclr_jax"]["planned_gib"] < 1  # XLA's memory plan
+
+
+def test_step_flops_count_every_device_of_a_shard_map_step():
+    """A contrastive step as the training step is built (projection, NT-Xent with negatives
+    gathered from every device, gradients averaged with ``pmean``) under ``jax.shard_map``: XLA's
+    cost analysis of the 8-device program counts one device's work, ``step_flops`` the whole
+    step, which equals the 1-device count (the work is split, not repeated). Without the
+    multiplication it would be 1/8."""
+    from jax.sharding import PartitionSpec as P
+
+    from pclr_jax.benchmarking.flops import cost_flops, program_devices, step_flops
+    from pclr_jax.distributed import make_mesh
+    from pclr_jax.losses import get_loss
+
+    loss = get_loss("ntxent", axis_name="data", temperature=0.1)
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.normal(size=(64, 32)), jnp.float32)
+    x_a, x_b = (jnp.asarray(rng.normal(size=(64, 64)), jnp.float32) for _ in range(2))
+    ids = jnp.arange(64, dtype=jnp.int32)
+
+    def per_device(w, x_a, x_b, ids):
+        def objective(w):
+            return jax.lax.pmean(loss(x_a @ w, x_b @ w, ids, {})[0], "data")
+
+        value, grad = jax.value_and_grad(objective)(w)
+        return value, jax.lax.pmean(grad, "data")
+
+    def compiled(devices):
+        step = jax.shard_map(
+            per_device,
+            mesh=make_mesh(devices),
+            in_specs=(P(), P("data"), P("data"), P("data")),
+            out_specs=(P(), P()),
+        )
+        return jax.jit(step).lower(w, x_a, x_b, ids).compile()
+
+    one, eight = compiled(jax.devices()[:1]), compiled(jax.devices()[:8])
+    assert (program_devices(one), program_devices(eight)) == (1, 8)
+    assert cost_flops(eight) == pytest.approx(cost_flops(one) / 8, rel=0.05)
+    assert step_flops(eight) == pytest.approx(step_flops(one), rel=0.05)
+
+
+def _bench_exit(argv: list[str], capsys) -> tuple[int, str]:
+    code = cli.main(["bench", *argv, "--config=tiny", "--steps=1", "--warmup=0", "--peak-size=0"])
+    return code, capsys.readouterr().err
+
+
+def test_bench_loss_beyond_memory_is_refused_naming_chunk_size(capsys):
+    """4,096 pairs dense: XLA plans 0.81 GiB ((4,096 x 8,192) float32 similarity blocks),
+    refused under a 0.1 GiB limit before anything is allocated; chunked by 256 it plans 0.04 GiB
+    and runs."""
+    code, err = _bench_exit(["loss", "--batch-pairs=4096", "--memory-limit-gib=0.1"], capsys)
+    assert code == 2
+    assert "GiB per device" in err and "--chunk-size" in err and "not run" in err
+    code, err = _bench_exit(
+        ["loss", "--batch-pairs=4096", "--memory-limit-gib=0.1", "--chunk-size=256"], capsys
+    )
+    assert code == 0, err
+
+
+def test_bench_train_beyond_memory_points_to_gradient_caching(capsys):
+    code, err = _bench_exit(["train", "--batch-pairs=8", "--memory-limit-gib=0.001"], capsys)
+    assert code == 2
+    assert "grad_cache_microbatch" in err and "--grad-cache-microbatch" in err
 
 
 def _conv(x, kernel, stride, padding):
@@ -97,13 +167,26 @@ import argparse
 parser = argparse.ArgumentParser()
 protocol.add_workload_args(parser)
 args = parser.parse_args()
-protocol.run_contender(args, lambda: (lambda: None, {{"n_params": {params}, "ecgs_per_step": 4}}))
+device = {device!r} or args.device or "cpu"
+if {wrong_device}:
+    protocol.refuse(protocol.DEVICE_EXIT_CODE, "fake peer: cannot run on " + args.device)
+info = {{"n_params": {params}, "ecgs_per_step": 4, "device": device}}
+protocol.run_contender(args, lambda: (lambda: None, info))
 """
 
 
-def _fake(tmp_path, name, params=10, missing=False) -> runner.Contender:
+def _fake(
+    tmp_path, name, params=10, missing=False, device=None, wrong_device=False
+) -> runner.Contender:
+    """A peer that does nothing; it reports ``device``, or the ``--device`` it was given."""
     script = tmp_path / f"{name}.py"
-    body = FAKE_PEER.format(protocol=str(PROTOCOL), missing=missing, params=params)
+    body = FAKE_PEER.format(
+        protocol=str(PROTOCOL),
+        missing=missing,
+        params=params,
+        device=device,
+        wrong_device=wrong_device,
+    )
     script.write_text(textwrap.dedent(body))
     args = ["--workload=train", "--arch={}", "--batch-pairs=2", "--warmup=1", "--steps=3"]
     peer = runner.Peer(script.name, "", "json", "pip install fakeframework")
@@ -124,6 +207,19 @@ def test_runner_interleaves_and_checks_parameter_counts(tmp_path):
         runner.run_contenders(
             [_fake(tmp_path, "a"), _fake(tmp_path, "b", params=11)], 3, log=lambda _: None
         )
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_runner_never_compares_different_devices(tmp_path, sequential):
+    """Peers are started on the reference's device; one that cannot run there, or reports
+    another device, stops the run."""
+    run = lambda *c: runner.run_contenders(list(c), 2, sequential, log=lambda _: None)  # noqa: E731
+    reference = _fake(tmp_path, "a", device="gpu")
+    assert run(reference, _fake(tmp_path, "b"))["b"]["device"] == "gpu"  # told --device=gpu
+    with pytest.raises(runner.DeviceMismatch, match="cannot run on gpu"):
+        run(reference, _fake(tmp_path, "b", wrong_device=True))
+    with pytest.raises(runner.DeviceMismatch, match="refusing to compare different devices"):
+        run(reference, _fake(tmp_path, "b", device="cpu"))
 
 
 def test_runner_names_the_missing_framework(tmp_path):

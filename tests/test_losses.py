@@ -62,9 +62,12 @@ def supcon_reference(z_a, z_b, ids, temperature=0.1):
     h = _normalize(np.concatenate([z_a, z_b]))
     pid = np.concatenate([ids, ids])
     n2 = len(h)
+    n = len(z_a)
     per_anchor, correct = [], []
     for i in range(n2):
-        others = [k for k in range(n2) if k != i]
+        # ml4h's column order (the other view first), which decides ties: max() keeps the first.
+        order = [*range(n, n2), *range(n)] if i < n else list(range(n2))
+        others = [k for k in order if k != i]
         logits = {k: h[i] @ h[k] / temperature for k in others}
         log_norm = logsumexp([logits[k] for k in others])
         positives = [k for k in others if pid[k] == pid[i]]
@@ -107,6 +110,12 @@ def siglip_reference(z_a, z_b, ids, log_temperature, bias):
     logits = np.exp(log_temperature) * x @ y.T + bias
     signs = np.where(ids[:, None] == ids[None, :], 1.0, -1.0)
     return -np.sum(log_expit(signs * logits)) / len(x)
+
+
+def siglip_accuracy_reference(z_a, z_b, ids):
+    """The arg-max (first maximum) view-b column of each a-row is the same patient."""
+    similarities = _normalize(z_a) @ _normalize(z_b).T
+    return np.mean(ids[similarities.argmax(1)] == ids)
 
 
 def siglip_reference_grad(z_a, z_b, ids, log_temperature, bias):
@@ -262,6 +271,9 @@ def test_siglip_matches_reference_and_initial_params():
     assert float(params["bias"]) == -10.0
     loss, metrics = _call("siglip", z_a, z_b, ids)
     np.testing.assert_allclose(loss, siglip_reference(z_a, z_b, ids, math.log(10.0), -10.0), RTOL)
+    assert metrics["contrastive_accuracy"] == pytest.approx(
+        siglip_accuracy_reference(z_a, z_b, ids)
+    )
     assert metrics["temperature"] == pytest.approx(10.0)
     assert metrics["bias"] == -10.0
 
@@ -299,6 +311,72 @@ def test_vicreg_of_a_collapsed_batch_is_hand_computed():
     loss, metrics = _call("vicreg", z, z, np.arange(8, dtype=np.int32))
     assert metrics["invariance"] == 0.0 and metrics["covariance"] == 0.0
     np.testing.assert_allclose(loss, 25 * 0.99, rtol=1e-6)
+
+
+def test_vicreg_covariance_does_not_cancel_with_large_variances():
+    """The issue's reproduction: float64 reference 222,444.5 (float32 cancellation gave 262,144)."""
+    z = np.array([[1000, 1], [-1000, 1], [0, 1000], [1, -1000]], np.float32)
+    loss, metrics = _call("vicreg", z, z, np.arange(4, dtype=np.int32))
+    expected, (_, variance, covariance) = vicreg_reference(z, z)
+    assert covariance == pytest.approx(222_444.5, rel=1e-6)  # the float64 reference itself
+    np.testing.assert_allclose(metrics["covariance"], covariance, rtol=1e-6)
+    np.testing.assert_allclose(metrics["variance"], variance, rtol=1e-6)
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+
+
+def test_vicreg_covariance_of_decorrelated_large_embeddings():
+    """64 x 32 decorrelated rows of standard deviation 1,000: the float64 reference's
+    off-diagonal term (about 9.9e3) to float32 precision, not the cancelled 262,144."""
+    rng = np.random.default_rng(0)
+    centred = rng.normal(size=(64, 32))
+    centred -= centred.mean(0)
+    q, _ = np.linalg.qr(centred)  # orthonormal zero-mean columns: zero sample covariance
+    z = (rng.normal(size=(64, 32)) * 0.05 + q * 1000 * np.sqrt(63)).astype(np.float32)
+    loss, metrics = _call("vicreg", z, z, np.arange(64, dtype=np.int32))
+    _, (_, _, covariance) = vicreg_reference(z, z)
+    assert 1e3 < covariance < 1e5
+    np.testing.assert_allclose(metrics["covariance"], covariance, rtol=1e-3)
+
+
+def test_vicreg_overflowing_covariance_is_infinite_not_nan():
+    """At scale 1e10 the off-diagonal squares exceed float32's range: +inf (the loop's non-finite
+    check stops the run), never the NaN of inf - inf."""
+    rng = np.random.default_rng(1)
+    z = (rng.normal(size=(64, 32)) * 1e10).astype(np.float32)
+    loss, metrics = _call("vicreg", z, z, np.arange(64, dtype=np.int32))
+    assert metrics["covariance"] == np.inf and loss == np.inf
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+@pytest.mark.parametrize("name", ["ntxent", "patient_supcon", "cmsc", "siglip"])
+def test_collapsed_projections_score_ml4h_accuracy_not_one(name, chunk_size):
+    """Every projection equal: all logits tie. ml4h's simclr_accuracy (arg-max = first column)
+    gives 1/8 for 8 pairs; so must every contrastive loss, dense or chunked."""
+    z = np.ones((8, 4), np.float32)
+    ids = np.arange(8, dtype=np.int32)
+    _, expected = ml4h_simclr_reference(z, z)
+    assert expected == 0.125
+    hparams = {} if chunk_size is None else {"chunk_size": chunk_size}
+    _, metrics = _call(name, z, z, ids, **hparams)
+    assert metrics["contrastive_accuracy"] == pytest.approx(expected)
+
+
+def test_accuracy_ties_follow_ml4h_column_order():
+    """Rows tied between their positive and a negative: ml4h counts the tie as correct only when
+    the positive comes first in [other view, own view] order. Distinct patients: ntxent and
+    patient_supcon agree with the reference."""
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(6, 5)).astype(np.float32)
+    z_a, z_b = base.copy(), base.copy()
+    z_a[3] = z_a[1]  # a_1 ties with b_1 (its positive) and b_3 (after it): correct
+    z_b[3] = z_b[1]  # b_3 ties with a_3 (positive) and a_1 (before it): wrong
+    ids = np.arange(6, dtype=np.int32)
+    _, expected = ml4h_simclr_reference(z_a, z_b)
+    assert 0.0 < expected < 1.0
+    for name in ("ntxent", "patient_supcon"):
+        for hparams in ({}, {"chunk_size": 4}):
+            _, metrics = _call(name, z_a, z_b, ids, **hparams)
+            assert metrics["contrastive_accuracy"] == pytest.approx(expected), (name, hparams)
 
 
 # ---------------------------------------------------------------- chunked == dense
@@ -349,7 +427,7 @@ def test_registry_names_and_errors():
     with pytest.raises(ValueError, match="temperature must be > 0"):
         get_loss("cmsc", temperature=0.0)
     with pytest.raises(ValueError, match="chunk_size"):
-        get_loss("ntxent", chunk_size=0)
+        get_loss("ntxent", chunk_size=-1)
     loss_fn = get_loss("ntxent", temperature=0.2, chunk_size=64)
     assert dict(loss_fn.hparams) == {"temperature": 0.2, "chunk_size": 64}
     assert loss_fn.init_params() == {}

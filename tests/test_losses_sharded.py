@@ -159,3 +159,25 @@ def test_local_losses_differ_but_average_to_the_global_loss(mesh):
     assert len(np.unique(np.asarray(per_device))) == N_DEVICES
     global_loss, _ = get_loss("ntxent")(jnp.asarray(z_a), jnp.asarray(z_b), ids, {})
     np.testing.assert_allclose(np.mean(per_device), global_loss, rtol=RTOL)
+
+
+@pytest.mark.parametrize(("name", "chunk_size"), [c for c in CASES if c[0] != "vicreg"])
+def test_sharded_accuracy_of_a_collapsed_batch_is_chance(mesh, name, chunk_size):
+    """Every projection equal on every device: ml4h's tie rule gives 1/G (the first column
+    wins and it is the label of row 0 only), sharded as on one device; never 1.0."""
+    hparams = {} if chunk_size is None else {"chunk_size": chunk_size}
+    sharded = get_loss(name, axis_name="data", **hparams)
+    z = np.ones((GLOBAL_PAIRS, DIM), np.float32)
+    ids = np.arange(GLOBAL_PAIRS, dtype=np.int32)
+    fn = jax.shard_map(
+        lambda a, b, i, p: jax.lax.pmean(sharded(a, b, i, p)[1], "data"),
+        mesh=mesh,
+        in_specs=(P("data"), P("data"), P("data"), P()),
+        out_specs=P(),
+    )
+    data = NamedSharding(mesh, P("data"))
+    metrics = jax.jit(fn)(
+        *(jax.device_put(x, data) for x in (z, z, ids)),
+        _replicate(sharded.init_params(), mesh),
+    )
+    assert float(metrics["contrastive_accuracy"]) == pytest.approx(1 / GLOBAL_PAIRS)

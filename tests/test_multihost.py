@@ -1,16 +1,14 @@
 """Multi-host start-up and the 'data' mesh. Two processes (``jax.distributed`` on 127.0.0.1, 2
 faked CPU devices each) take the same training step as one process with 4 devices."""
 
-import os
 import pathlib
-import socket
-import subprocess
 import sys
 
 import jax
 import numpy as np
 from jax.sharding import AxisType
 from multihost_worker import GLOBAL_PAIRS, global_batch, one_step
+from multiprocess_jobs import finish_job, start_job
 
 from pclr_jax.distributed import make_mesh, maybe_initialize_distributed
 
@@ -18,42 +16,8 @@ WORKER = pathlib.Path(__file__).with_name("multihost_worker.py")
 TIMEOUT_S = 240
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _run_two_processes(out_dir: pathlib.Path) -> None:
-    port = _free_port()
-    base_env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "JAX_PLATFORMS": "cpu",
-        "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-        "JAX_NUM_PROCESSES": "2",
-    }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(out_dir)],
-            env={**base_env, "JAX_PROCESS_ID": str(i)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=TIMEOUT_S)[0])
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            proc.kill()
-            proc.communicate()
-        raise AssertionError(f"the two processes did not finish within {TIMEOUT_S} s") from None
-    for i, (proc, output) in enumerate(zip(procs, outputs, strict=True)):
-        assert proc.returncode == 0, f"process {i} failed:\n{output[-4000:]}"
+    finish_job(start_job([sys.executable, str(WORKER), str(out_dir)]), TIMEOUT_S)
 
 
 def test_two_processes_equal_one_process_with_four_devices(tmp_path):
@@ -77,6 +41,8 @@ def test_single_process_needs_no_initialisation(monkeypatch):
         "SLURM_STEP_NUM_TASKS",
         "OMPI_COMM_WORLD_SIZE",
         "TPU_WORKER_HOSTNAMES",
+        "MASTER_ADDR",
+        "WORLD_SIZE",
     ):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")  # a one-task Slurm job is single-process

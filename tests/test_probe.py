@@ -284,3 +284,106 @@ def test_probe_command_multi_hot_columns_from_the_embedding_file(tmp_path, capsy
     assert (
         "task dx (multilabel, 2 classes): 290 labelled ECGs, 10 without" in capsys.readouterr().err
     )
+
+
+def test_probe_command_explains_a_label_file_that_matches_nothing(tmp_path):
+    """Ids written as paths relative to the embedded folder against labels keyed by record name:
+    a clear message with counts and examples of both sides, exit status 2, no traceback."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(6)
+    names = [f"{i:05d}_lr" for i in range(1, 31)]
+    frame = pd.DataFrame(rng.normal(size=(30, 4)), columns=[f"latent_{i}" for i in range(4)])
+    frame.insert(0, "sample_id", [f"records100/00000/{n}" for n in names])
+    frame.to_csv(tmp_path / "emb.csv", index=False)
+    labels = pd.DataFrame({"sample_id": names, "patient_id": range(30), "afib": [0, 1] * 15})
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    argv = [
+        "--embeddings",
+        f"pclr={tmp_path / 'emb.csv'}",
+        "--labels",
+        str(tmp_path / "labels.csv"),
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "pclr_jax.cli", "probe", *argv, "--task", "afib:binary"]
+        + ["--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "pclr probe: no labelled ECG has an embedding" in result.stderr
+    assert "0 of 30 embeddings found a label row; 0 of 30 label rows found an embedding" in (
+        result.stderr
+    )
+    assert "'records100/00000/00001_lr'" in result.stderr and "'00001_lr'" in result.stderr
+    assert "30 would match on the record name alone" in result.stderr
+    assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_dead_features_are_dropped_and_test_rows_clipped_to_the_training_range():
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from pclr_jax.evaluation.probe import DEFAULT_ALPHAS
+
+    rng = np.random.default_rng(11)
+    n_train, n_test = 200, 100
+    n = n_train + n_test
+    informative = rng.normal(size=(n, 5))
+    age = informative @ np.array([3.0, -2.0, 1.0, 0.5, 0.0]) + rng.normal(size=n)
+    dead = np.zeros(n)  # a ReLU channel never active on the training rows
+    dead[n_train + 3] = 50.0
+    near_dead = np.zeros(n)  # active on one training row, and on the test rows
+    near_dead[7] = 1e-3
+    near_dead[n_train:] = rng.uniform(0, 0.5, n_test)
+    x = np.column_stack([informative, dead, near_dead])
+    train, test = slice(0, n_train), slice(n_train, None)
+    ours = fit_linear_probe(x[train], age[train], "regression").scores(x[test])
+
+    def ridge():
+        folds = _cv_splits(age[train], None, "regression", 5, 0)
+        return make_pipeline(
+            StandardScaler(),
+            RidgeCV(alphas=DEFAULT_ALPHAS, cv=folds, scoring="neg_mean_squared_error"),
+        )
+
+    # sklearn alone on the remaining features, the test rows clipped to the training range.
+    kept = x[:, [0, 1, 2, 3, 4, 6]]
+    clipped = np.clip(kept[test], kept[train].min(axis=0), kept[train].max(axis=0))
+    expected = ridge().fit(kept[train], age[train]).predict(clipped)
+    np.testing.assert_allclose(ours, expected, rtol=1e-7, atol=1e-7)
+    assert skm.r2_score(age[test], ours) > 0.8
+    # Plain standardisation: the near-dead feature's test values become thousands of standard
+    # deviations and the score collapses.
+    naive = ridge().fit(x[train], age[train]).predict(x[test])
+    assert skm.r2_score(age[test], naive) < -10
+    with pytest.raises(ProbeError, match="every feature is constant"):
+        fit_linear_probe(np.ones((50, 3)), age[:50], "regression")
+
+
+def test_summary_flags_an_outlier_repeat():
+    from pclr_jax.evaluation.probe import RESULT_COLUMNS, modified_z_scores, outlier_repeats
+
+    wild = [0.12, -0.10, 0.20, 0.05, -125.5]  # one repeat with an absurd prediction
+    calm = [0.80, 0.82, 0.79, 0.85, 0.81]
+    rows = [
+        dict(source=s, task="age", size=200, size_label="200", repeat=r, metric="r2", value=v)
+        for s, values in (("random_init", wild), ("pclr", calm))
+        for r, v in enumerate(values)
+    ]
+    results = pd.DataFrame(rows).reindex(columns=list(RESULT_COLUMNS))
+    # median 0.05, MAD 0.15: 0.6745 * 125.55 / 0.15 = 564.5
+    assert modified_z_scores(wild)[4] == pytest.approx(0.6745 * 125.55 / 0.15)
+    assert outlier_repeats(results).tolist() == [False] * 4 + [True] + [False] * 5
+    summary = summarize(results).set_index("source")
+    assert summary.loc["random_init", "outliers"] == 1 and summary.loc["pclr", "outliers"] == 0
+    assert summary.loc["random_init", "mean_kept"] == pytest.approx(np.mean(wild[:4]))
+    text = format_summary(results)
+    kept = f"{np.mean(wild[:4]):.3f} ± {np.std(wild[:4], ddof=1):.3f}"
+    assert f"{np.mean(wild):.3f} ± {np.std(wild, ddof=1):.3f} *" in text
+    assert f"age r2 n=200 random_init: repeat 4 = -125.500; without: {kept}" in text
+    assert "modified z-score" in text and "> 3.5" in text

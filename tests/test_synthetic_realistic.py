@@ -6,13 +6,15 @@ import json
 import pathlib
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from pclr_jax.data.builders.pclr_synthetic import REALISTIC, PclrSynthetic
+from pclr_jax.data.builders.pclr_synthetic import REALISTIC, PclrSynthetic, SyntheticBuilderConfig
+from pclr_jax.data.prepared import load_prepared
 from pclr_jax.data.synthetic import SyntheticConfig, generate, sample_recordings
 from pclr_jax.data.synthetic_calibration import measure_ecg
 from pclr_jax.data.synthetic_traits import sample_patient_model
-from pclr_jax.data.synthetic_visits import family_of
+from pclr_jax.data.synthetic_visits import family_of, visit_models
 
 ORIGINAL = pathlib.Path(__file__).parent / "data" / "synthetic" / "original_configs.json"
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -79,8 +81,6 @@ def test_visits_age_drift_and_conditions_change_per_ecg():
 def test_trait_drift_grows_with_years():
     config = _visits_config(trait_drift_per_year=0.3, visit_jitter=0.0, visit_interval_years=4.0)
     model = sample_patient_model(config, np.arange(config.n_patients))
-    from pclr_jax.data.synthetic_visits import visit_models
-
     owner = np.repeat(np.arange(config.n_patients), 2)
     index = np.tile([0, 1], config.n_patients)
     ecg_model, visits = visit_models(config, model, owner, index)
@@ -169,3 +169,31 @@ def test_realistic_configs_prepare_like_the_others():
         _visits_config(family_weight=1.5)
     with pytest.raises(ValueError, match="visit_jitter"):
         _visits_config(visit_jitter=-0.1)
+
+
+def test_prepared_realistic_set_keeps_per_ecg_labels(tmp_path):
+    realism = {**REALISTIC, "condition_drift_per_year": 1.0, "lvh_prevalence": 0.4}
+    config = SyntheticBuilderConfig(
+        name="tiny_realistic", n_patients=40, ecgs_per_patient=(2, 3), n_samples=256,
+        realism=realism,
+    )  # fmt: skip
+    PclrSynthetic(config=config, data_dir=str(tmp_path), workers=0).download_and_prepare()
+    ecgs, metadata = generate(config.synthetic_config())
+    metadata = metadata.set_index("record_id")
+    rows = []
+    for split in ("train", "validation", "test"):
+        prepared = load_prepared("pclr_synthetic", split, tmp_path, config="tiny_realistic")
+        for i in range(len(prepared.source)):
+            item = prepared.source[i]
+            expected = metadata.loc[item["record_id"].decode()]
+            np.testing.assert_array_equal(
+                item["ecg"],
+                ecgs[metadata.index.get_loc(item["record_id"].decode())].astype(np.float16),
+            )
+            assert (item["af"], item["lvh"]) == (expected["af"], expected["lvh"])
+            assert np.float32(item["age"]) == np.float32(expected["age"])
+        rows.append(prepared.index)
+    index = pd.concat(rows)
+    assert len(index) == len(metadata)
+    changed = index.groupby("patient_id")[["lvh", "age"]].nunique()
+    assert (changed["lvh"] > 1).any() and (changed["age"] > 1).any()  # labels of the ECG

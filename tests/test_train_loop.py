@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from restore_worker import flatten
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -76,20 +77,17 @@ LONG = (
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """``pclr_synthetic/tiny`` prepared once for the module."""
-    directory = tmp_path_factory.mktemp("tfds")
-    from pclr_jax.data.builders import BUILDERS
-
-    BUILDERS["pclr_synthetic"](config="tiny", data_dir=str(directory)).download_and_prepare()
-    return directory
+def data_dir(tiny_synthetic_data_dir):
+    """``pclr_synthetic/tiny``, prepared once for the session (conftest)."""
+    return tiny_synthetic_data_dir
 
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, data_dir):
     """An uninterrupted 60-step run."""
     workdir = tmp_path_factory.mktemp("reference")
-    run_training(workdir, data_dir, *LONG)
+    result = run_training(workdir, data_dir, *LONG)
+    (workdir / "stderr.txt").write_text(result.stderr)  # not a terminal: plain progress lines
     return workdir
 
 
@@ -120,8 +118,8 @@ def test_run_writes_every_output(reference_run):
     config, variables = restore_encoder(workdir / "encoder")
     keras_model = read_keras_h5(workdir / "encoder.h5")
     assert keras_model.config == config
-    flat_orbax = dict(_flatten(variables))
-    flat_keras = dict(_flatten(keras_model.variables))
+    flat_orbax = dict(flatten(variables))
+    flat_keras = dict(flatten(keras_model.variables))
     assert flat_orbax.keys() == flat_keras.keys()
     for key, value in flat_orbax.items():
         np.testing.assert_array_equal(np.asarray(value), np.asarray(flat_keras[key]), err_msg=key)
@@ -130,28 +128,51 @@ def test_run_writes_every_output(reference_run):
     assert len(checkpoint_steps(workdir)) <= 3
 
 
-def _flatten(tree, prefix=()):
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            yield from _flatten(value, (*prefix, key))
-    else:
-        yield "/".join(prefix), tree
+def test_log_lines_and_the_exported_encoders_default_layer(reference_run):
+    """Not on a terminal, progress is one plain line per ``log_every_steps`` (1 in the smoke
+    config), no carriage returns; the exported encoder embeds with the layer the run evaluated."""
+    from pclr_jax import load_encoder
+    from pclr_jax.model import PCLRModel
+
+    log = (reference_run / "stderr.txt").read_text()
+    assert "\r" not in log
+    lines = [line for line in log.splitlines() if line.startswith("train: ")]
+    assert [line.split(" | ")[0] for line in lines] == [
+        f"train: {step}/60 step ({100 * step / 60:.0f}%)" for step in range(1, 61)
+    ]
+    assert all(" step/s | " in line and "| loss=" in line for line in lines)
+
+    ecgs = np.random.default_rng(0).normal(size=(3, 256, 12)).astype(np.float32)
+    encoders = [load_encoder(reference_run / name) for name in ("encoder", "encoder.h5")]
+    assert [e.output for e in encoders] == ["embed", "embed"]
+    assert "written by pclr-jax" in encoders[0].describe_output()
+    expected = PCLRModel(encoders[0].config).apply(
+        encoders[0].variables, ecgs, method=PCLRModel.embed
+    )
+    for encoder in encoders:
+        np.testing.assert_allclose(encoder.embed(ecgs), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_sigkill_then_resume_reproduces_every_loss(tmp_path, data_dir, reference_run):
+def kill_after_step(workdir, data_dir, step, *overrides) -> int:
+    """Starts a run, SIGKILLs it once ``step`` is logged; returns the last step logged then."""
     process = subprocess.Popen(
-        train_command(tmp_path, data_dir, *LONG),
+        train_command(workdir, data_dir, *overrides),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        reached = wait_for_step(tmp_path, 17, process)
+        reached = wait_for_step(workdir, step, process)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
+    return reached
+
+
+def test_sigkill_then_resume_reproduces_every_loss(tmp_path, data_dir, reference_run):
+    reached = kill_after_step(tmp_path, data_dir, 17, *LONG)
     assert reached < 60 and not (tmp_path / "summary.json").exists()
     saved = checkpoint_steps(tmp_path)
     assert saved and saved[-1] < 60
@@ -233,3 +254,26 @@ def test_pclr_train_runs_from_another_directory(tmp_path, data_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(losses_by_step(tmp_path / "run")) == [1, 2, 3, 4]
     assert "retrieval_top1" in result.stdout
+
+
+def test_train_metrics_report_the_input_stall(reference_run):
+    records = [json.loads(line) for line in (reference_run / "metrics.jsonl").open()]
+    train = [r for r in records if r["split"] == "train"]
+    for record in train:
+        assert 0.0 <= record["input_stall_fraction"] <= 1.0
+        assert 0.0 <= record["input_wait_s"] <= record["step_time_s"]
+
+
+def test_device_resident_run_killed_and_resumed_gives_the_host_loaders_losses(
+    tmp_path, data_dir, reference_run
+):
+    """The device-resident feed draws the host loader's batches, so an interrupted and resumed
+    run in that mode logs exactly the uninterrupted host-loader run's losses."""
+    device_resident = (*LONG, "--config.loader.mode=device_resident")
+    kill_after_step(tmp_path, data_dir, 12, *device_resident)
+    assert checkpoint_steps(tmp_path)[-1] < 60
+    run_training(tmp_path, data_dir, *device_resident)
+    resumed, reference = losses_by_step(tmp_path), losses_by_step(reference_run)
+    assert sorted(resumed) == sorted(reference)
+    for step in reference:
+        assert resumed[step] == reference[step], f"step {step} differs"

@@ -18,22 +18,22 @@ which this script sets) when installed, else Keras 3 on the TensorFlow backend; 
   ``get_representations`` calls.
 * ``loss``: NT-Xent value and gradient on random projections.
 
-``--dtype bf16``: the ``mixed_bfloat16`` policy. ``--check FILE.npz`` loads pclr-jax weights and
-compares outputs. Install: ``pip install "tensorflow==2.21.*" "tf-keras==2.21.*"``.
+``--dtype bf16``: the ``mixed_bfloat16`` policy. ``--device gpu`` (what ``pclr bench`` passes
+when pclr-jax runs on a GPU) needs a TensorFlow that sees a GPU, else the peer exits with the
+protocol's device code rather than run on the CPU; ``--device cpu`` hides the GPUs.
+``--check FILE.npz`` loads pclr-jax weights and compares outputs.
+Install: ``pip install "tensorflow==2.21.*" "tf-keras==2.21.*"``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import pathlib
 import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-PROTOCOL = pathlib.Path(__file__).resolve().parents[2] / "pclr_jax/benchmarking/protocol.py"
-MISSING_EXIT_CODE = 3
+from bench_protocol import protocol  # noqa: E402 (this directory, see its docstring)
 
 try:
     import numpy as np
@@ -45,7 +45,7 @@ except ImportError as error:  # reported by pclr bench as "peer unavailable"
         "'pclr-jax[peers-tf]'",
         file=sys.stderr,
     )
-    sys.exit(MISSING_EXIT_CODE)
+    sys.exit(protocol.MISSING_EXIT_CODE)
 
 keras = tf.keras
 if keras.__name__.startswith("tf_keras"):
@@ -56,11 +56,30 @@ else:
     KERAS_NAME = f"Keras {keras.version()} (TensorFlow backend)"
 
 
-def _load_protocol():
-    spec = importlib.util.spec_from_file_location("pclr_bench_protocol", PROTOCOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def select_device(device: str | None) -> str:
+    """Makes TensorFlow run on pclr bench's ``--device`` (default cpu): ``'cpu'`` or ``'gpu'``;
+    refuses a device TensorFlow cannot use."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if device in (None, "cpu"):
+        tf.config.set_visible_devices([], "GPU")
+        return "cpu"
+    if device == "gpu" and gpus:
+        tf.config.set_visible_devices(gpus[:1], "GPU")
+        return "gpu"
+    protocol.refuse(
+        protocol.DEVICE_EXIT_CODE,
+        f"tf_keras peer: pclr-jax runs on {device!r} but TensorFlow {tf.__version__} with "
+        f"{sys.executable} sees no such device (GPUs: {len(gpus)}); refusing to compare with a "
+        'CPU run. For NVIDIA GPUs: pip install "tensorflow[and-cuda]==2.21.*", and name it with '
+        "--peer-python.",
+    )
+
+
+def device_peak_mib() -> float | None:
+    """Peak memory TensorFlow allocated on the first visible GPU, MiB (None without one)."""
+    if not tf.config.get_visible_devices("GPU"):
+        return None
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
 
 
 def build_model(arch: dict, with_head: bool = True) -> keras.Model:
@@ -166,11 +185,16 @@ def check(path: str, arch: dict) -> dict:
 
 
 def setup(args, arch: dict):
+    device = select_device(args.device)
     tf.random.set_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     if args.dtype == "bf16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    info = {"framework": f"TensorFlow {tf.__version__} + {KERAS_NAME}, oneDNN, no XLA"}
+    kernels = "cuDNN" if device == "gpu" else "oneDNN"
+    info = {
+        "framework": f"TensorFlow {tf.__version__} + {KERAS_NAME}, {kernels}, no XLA",
+        "device": device,
+    }
     pairs = args.batch_pairs
     if args.workload == "train":
         model = build_model(arch)
@@ -227,7 +251,7 @@ def setup(args, arch: dict):
 
 
 def main() -> None:
-    _load_protocol().peer_main(__doc__.split("\n")[0], setup, check)
+    protocol.peer_main(__doc__.split("\n")[0], setup, check, device_peak_mib)
 
 
 if __name__ == "__main__":

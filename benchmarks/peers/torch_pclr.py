@@ -15,7 +15,10 @@ The same network as :mod:`pclr_jax.model` (given by ``--arch``, the JSON of
   similarity masked, Adam (lr 1e-3, eps 1e-7), gradient clipping at global norm 1.
 
 ``--mode eager`` runs it as is, ``--mode compile`` through ``torch.compile`` (inductor).
-``--dtype bf16`` runs under ``torch.autocast('cpu', torch.bfloat16)``.
+``--dtype bf16`` runs under ``torch.autocast(device, torch.bfloat16)``. ``--device gpu`` (what
+``pclr bench`` passes when pclr-jax runs on a GPU) runs on ``cuda:0`` and reports
+``torch.cuda.max_memory_allocated()``; a torch that cannot use a GPU (a CPU wheel) exits with the
+protocol's device code rather than run on the CPU, and so does ``--device tpu``.
 Parameters are counted as Keras does (weights, biases, batch-norm scales, offsets and running
 statistics). ``--check FILE.npz`` loads pclr-jax weights and compares outputs (used by the tests).
 
@@ -25,21 +28,10 @@ Install: ``pip install torch==2.13.0`` (a CPU wheel) or
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import pathlib
 import sys
 
-PROTOCOL = pathlib.Path(__file__).resolve().parents[2] / "pclr_jax/benchmarking/protocol.py"
-MISSING_EXIT_CODE = 3
-
-
-def _load_protocol():
-    spec = importlib.util.spec_from_file_location("pclr_bench_protocol", PROTOCOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from bench_protocol import protocol  # this directory (see its docstring)
 
 try:
     import numpy as np
@@ -52,7 +44,7 @@ except ImportError as error:  # reported by pclr bench as "peer unavailable"
         "pip install torch==2.13.0 numpy, or pip install 'pclr-jax[peers-torch]'",
         file=sys.stderr,
     )
-    sys.exit(MISSING_EXIT_CODE)
+    sys.exit(protocol.MISSING_EXIT_CODE)
 
 
 def same_padding(n: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -201,21 +193,47 @@ def check(path: str, arch: dict) -> dict:
     }
 
 
+def torch_device(device: str | None) -> torch.device:
+    """The torch device for pclr bench's ``--device`` (default cpu); refuses what torch lacks."""
+    if device in (None, "cpu"):
+        return torch.device("cpu")
+    if device == "gpu" and torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    protocol.refuse(
+        protocol.DEVICE_EXIT_CODE,
+        f"torch peer: pclr-jax runs on {device!r} but torch {torch.__version__} with "
+        f"{sys.executable} cannot (CUDA available: {torch.cuda.is_available()}); refusing to "
+        "compare with a CPU run. Install a CUDA build of torch for the GPU, e.g. pip install "
+        "torch==2.13.0 (Linux wheels from PyPI are CUDA builds), and name it with --peer-python.",
+    )
+
+
+def device_peak_mib() -> float | None:
+    """Peak memory torch allocated on the GPU, MiB (None without CUDA)."""
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
 def setup(args, arch: dict):
     torch.manual_seed(args.seed)
+    device = torch_device(args.device)
     rng = np.random.default_rng(args.seed)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     info = {
         "framework": f"PyTorch {torch.__version__} {args.mode or 'eager'}",
         "threads": torch.get_num_threads(),
+        "device": "gpu" if device.type == "cuda" else "cpu",
+        "device_kind": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
     shape = (args.batch_pairs, arch["n_samples"], arch["n_leads"])
     if args.workload == "train":
-        model = PCLRModel(arch).train()
+        model = PCLRModel(arch).train().to(device)
         info["n_params"] = count_parameters(model)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
-        view_a = torch.from_numpy(rng.normal(size=shape).astype(np.float32))
-        view_b = torch.from_numpy(rng.normal(size=shape).astype(np.float32))
+        view_a = torch.from_numpy(rng.normal(size=shape).astype(np.float32)).to(device)
+        view_b = torch.from_numpy(rng.normal(size=shape).astype(np.float32)).to(device)
         forward = torch.compile(model) if args.mode == "compile" else model
 
         def step():
@@ -226,30 +244,31 @@ def setup(args, arch: dict):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-            loss.item()
+            loss.item()  # waits for the device
 
         info["ecgs_per_step"] = 2 * args.batch_pairs
     elif args.workload == "embed":
-        model = PCLRModel(arch, with_head=False).eval()
+        model = PCLRModel(arch, with_head=False).eval().to(device)
         info["n_params"] = count_parameters(model)
         n = args.batch_size or 2 * args.batch_pairs
         x = rng.normal(0, 0.5, (n, arch["n_samples"], arch["n_leads"])).astype(np.float32)
         forward = torch.compile(model) if args.mode == "compile" else model
 
-        def step():
+        def step():  # host array in, host array out, as pclr-jax's Encoder.embed
             with torch.inference_mode(), autocast:
-                forward(torch.from_numpy(x))[0].float().numpy()
+                forward(torch.from_numpy(x).to(device))[0].float().cpu().numpy()
 
         info["ecgs_per_step"] = n
     elif args.workload == "loss":
         dim = arch["head_sizes"][-1] if arch["head_sizes"] else arch["unit_filters"][-1]
-        z_a = torch.randn(args.batch_pairs, dim, requires_grad=True)
-        z_b = torch.randn(args.batch_pairs, dim, requires_grad=True)
+        z_a = torch.randn(args.batch_pairs, dim, device=device, requires_grad=True)
+        z_b = torch.randn(args.batch_pairs, dim, device=device, requires_grad=True)
         loss_fn = torch.compile(ntxent) if args.mode == "compile" else ntxent
 
         def step():
             z_a.grad = z_b.grad = None
             loss_fn(z_a, z_b).backward()
+            sync()
 
         info.update(n_params=0, ecgs_per_step=2 * args.batch_pairs)
     else:
@@ -258,7 +277,7 @@ def setup(args, arch: dict):
 
 
 def main() -> None:
-    _load_protocol().peer_main(__doc__.split("\n")[0], setup, check)
+    protocol.peer_main(__doc__.split("\n")[0], setup, check, device_peak_mib)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,12 @@ XLA counts a multiply-add as 2 FLOPs, like the usual hand counts (a 1-D convolut
 ``n_out x c_out`` values from a kernel of ``k x c_in`` costs ``2 n_out c_out k c_in``), and counts
 element-wise work too (batch norm, activations, the optimizer update), so it is slightly above a
 count of the matrix products alone.
+
+A compiled program that runs on several devices (``jax.shard_map``, or ``jit`` over sharded
+arrays) is the per-device program of XLA's SPMD partitioner, so its cost analysis counts ONE
+device's work: :func:`step_flops` multiplies by the number of devices it runs on to count the
+whole step (work replicated on every device, like the optimizer update, is then counted once per
+device, as it is done once per device).
 """
 
 from __future__ import annotations
@@ -24,6 +30,21 @@ def cost_flops(stage: Any) -> float:
     if flops is None or flops < 0:
         raise ValueError(f"XLA's cost analysis has no FLOP count: {analysis!r}")
     return float(flops)
+
+
+def program_devices(compiled: Any) -> int:
+    """How many devices a ``jax.stages.Compiled`` runs on (the union of its inputs' devices)."""
+    import jax
+
+    devices = set()
+    for sharding in jax.tree.leaves(compiled.input_shardings):
+        devices |= set(sharding.device_set)
+    return max(1, len(devices))
+
+
+def step_flops(compiled: Any) -> float:
+    """FLOPs of one call of ``compiled`` over all its devices (module docstring)."""
+    return cost_flops(compiled) * program_devices(compiled)
 
 
 def jit_flops(fn: Any, *args: Any) -> float:

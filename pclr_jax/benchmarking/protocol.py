@@ -13,7 +13,13 @@ work: a training step, one embedding call, ...). It prints JSON lines on stdout:
   the final ``{"event": "result", ...}``. ``pclr bench`` uses this to interleave contenders:
   each compiles once and the timed steps alternate between them.
 
-Every result carries ``maxrss_mib``, the process's peak resident memory (:func:`maxrss_mib`).
+Every result carries ``maxrss_mib``, the process's peak resident memory (:func:`maxrss_mib`),
+``device_peak_mib``, the accelerator memory its framework reports as peak (None on CPU), and
+``device`` (``cpu``, ``gpu`` or ``tpu``), where its work ran. ``pclr bench`` starts pclr-jax
+first and passes its device to the peers as ``--device``: a peer that cannot run there exits
+with :data:`DEVICE_EXIT_CODE`, so a GPU is never compared with a CPU peer. A contender that
+finds, before allocating anything, that the workload does not fit in memory exits with
+:data:`DOES_NOT_FIT_EXIT_CODE` and says what to do instead.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ import time
 from collections.abc import Callable
 
 WORKLOADS = ("train", "embed", "loss", "loader")
+MISSING_EXIT_CODE = 3  # the contender's framework cannot be imported
+DEVICE_EXIT_CODE = 4  # the contender cannot run on the device pclr-jax runs on
+DOES_NOT_FIT_EXIT_CODE = 5  # the workload does not fit in memory (checked before allocating)
+DEVICES = ("cpu", "gpu", "tpu")
 
 
 def add_workload_args(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +54,19 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--serve", action="store_true", help="interleaved mode (stdin commands)")
+    parser.add_argument(
+        "--device", choices=DEVICES, default=None, help="run here (peers: pclr-jax's device)"
+    )
+    parser.add_argument("--chunk-size", type=int, default=0, help="loss column chunk (0: dense)")
+    parser.add_argument(
+        "--memory-limit-gib", type=float, default=0.0, help="memory to plan for (0: available)"
+    )
+
+
+def refuse(code: int, message: str) -> None:
+    """Ends a contender that cannot run the workload: ``message`` on stderr, exit ``code``."""
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 def maxrss_mib() -> float:
@@ -76,12 +99,15 @@ def timed(step: Callable[[], None]) -> float:
 
 
 def run_contender(
-    args: argparse.Namespace, setup: Callable[[], tuple[Callable[[], None], dict]]
+    args: argparse.Namespace,
+    setup: Callable[[], tuple[Callable[[], None], dict]],
+    device_peak_mib: Callable[[], float | None] = lambda: None,
 ) -> None:
     """Builds the workload with ``setup() -> (step, info)`` and runs the protocol above.
 
     ``step()`` must block until its work is done. ``info`` must hold ``n_params`` and
-    ``ecgs_per_step`` and may add anything (framework versions, FLOPs, ...).
+    ``ecgs_per_step``, should hold ``device``, and may add anything (framework versions,
+    FLOPs, ...). ``device_peak_mib()`` is read at the end (accelerator memory peak, or None).
     """
     start = time.perf_counter()
     step, info = setup()
@@ -107,13 +133,22 @@ def run_contender(
                 raise SystemExit(f"unknown command {line!r}")
     else:
         times = [timed(step) for _ in range(args.steps)]
-    emit({"event": "result", **info, "times": times, "maxrss_mib": maxrss_mib()})
+    emit(
+        {
+            "event": "result",
+            **info,
+            "times": times,
+            "maxrss_mib": maxrss_mib(),
+            "device_peak_mib": device_peak_mib(),
+        }
+    )
 
 
 def peer_main(
     description: str,
     setup: Callable[[argparse.Namespace, dict], tuple[Callable[[], None], dict]],
     check: Callable[[str, dict], dict],
+    device_peak_mib: Callable[[], float | None] = lambda: None,
 ) -> None:
     """The command line of a peer script: the workload arguments, then either ``--check FILE``
     (``check(file, arch)``: outputs against pclr-jax's, printed as one JSON line) or the
@@ -126,4 +161,4 @@ def peer_main(
     if args.check:
         emit({"event": "check", **check(args.check, arch)})
         return
-    run_contender(args, lambda: setup(args, arch))
+    run_contender(args, lambda: setup(args, arch), device_peak_mib)

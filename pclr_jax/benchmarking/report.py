@@ -7,12 +7,20 @@ Definitions (one row per contender):
 * ``speedup``: pclr-jax's speed over this contender's; interleaved runs use the median over
   rounds of the ratio of the two step times measured side by side (robust to load changes),
   sequential runs the ratio of the medians.
-* ``gflop_per_s``: pclr-jax's XLA FLOP count per ECG (the same model and work for everyone) x
-  ``ecg_per_s``; ``peak_fraction`` divides it by the measured matrix-product peak of the dtype.
+* ``gflop_per_s``: pclr-jax's XLA FLOP count per ECG (the same model and work for everyone; the
+  whole step over all its devices) x ``ecg_per_s``; ``peak_fraction`` divides it by the measured
+  matrix-product peak of the dtype times the number of devices the contender used.
 * ``compile_s``: the contender's own compile time where it measures one (pclr-jax's ahead-of-time
   ``train`` and ``loss`` steps), else the first call minus the median step (tracing, compilation,
   first-run allocation; noisy on a loaded machine).
-* ``maxrss_mib``: the contender process's peak resident memory.
+* ``maxrss_mib``: the contender process's peak resident memory (host).
+* ``device_peak_mib``: the accelerator memory its framework reports as peak (JAX:
+  ``memory_stats()['peak_bytes_in_use']``, the largest over its devices; PyTorch:
+  ``torch.cuda.max_memory_allocated()``; TensorFlow: ``get_memory_info('GPU:0')['peak']``);
+  None on CPU, where the peak RSS is the figure.
+
+:func:`machine_facts` reads the host only: ``pclr bench`` itself never initialises a JAX backend
+(which would take most of a GPU's memory); the device facts come from the children.
 """
 
 from __future__ import annotations
@@ -49,7 +57,8 @@ def cpu_flags() -> list[str]:
 
 
 def machine_facts() -> dict:
-    import jax
+    """Host facts (CPU, cores, memory, load, versions); no JAX backend is initialised."""
+    from importlib.metadata import version
 
     try:
         memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -63,8 +72,7 @@ def machine_facts() -> dict:
         "load_average_1min": os.getloadavg()[0],
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jax_backend": jax.default_backend(),
+        "jax": version("jax"),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -79,6 +87,7 @@ def summarize(
     )
     peak = (peaks or {}).get(dtype)
     rows = []
+    devices = max(1, ref.get("devices") or 1)
     for name, result in results.items():
         times = result["times"]
         median = statistics.median(times)
@@ -98,10 +107,12 @@ def summarize(
                 "ecg_per_s": ecg_per_s,
                 "speedup": speedup,
                 "gflop_per_s": gflops,
-                "peak_fraction": gflops / peak if gflops and peak else None,
+                "peak_fraction": gflops / (peak * devices) if gflops and peak else None,
                 "compile_s": result.get("compile_s", result["first_call_s"] - median),
                 "first_call_s": result["first_call_s"],
                 "maxrss_mib": result["maxrss_mib"],
+                "device_peak_mib": result.get("device_peak_mib"),
+                "device": result.get("device"),
             }
         )
     return rows
@@ -111,17 +122,22 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
+def _gib(mib: float | None) -> float | None:
+    return None if mib is None else mib / 1024
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = [
         "| contender | framework | ECG/s | pclr-jax speed-up | GFLOP/s | of peak | "
-        "peak RSS (GiB) | compile (s) | median step (s) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "peak RSS (GiB) | device peak (GiB) | compile (s) | median step (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['contender']} | {r['framework']} | {r['ecg_per_s']:.4g} | "
             f"{r['speedup']:.2f}x | {_fmt(r['gflop_per_s'], '.0f')} | "
             f"{_fmt(r['peak_fraction'], '.0%')} | "
-            f"{r['maxrss_mib'] / 1024:.2f} | {r['compile_s']:.1f} | {r['median_step_s']:.3g} |"
+            f"{r['maxrss_mib'] / 1024:.2f} | {_fmt(_gib(r['device_peak_mib']), '.2f')} | "
+            f"{r['compile_s']:.1f} | {r['median_step_s']:.3g} |"
         )
     return "\n".join(lines)

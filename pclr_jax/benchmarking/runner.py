@@ -10,7 +10,15 @@ instead (each its warm-up and all its steps), for sizes that do not fit together
 
 Peers are scripts in ``benchmarks/peers/`` run by a configurable interpreter (their frameworks
 usually live in other virtual environments). A peer whose framework cannot be imported exits
-with :data:`MISSING_EXIT_CODE` and an install hint, raised here as :class:`PeerUnavailable`.
+with ``MISSING_EXIT_CODE`` and an install hint, raised here as :class:`PeerUnavailable`.
+
+On one accelerator: pclr-jax starts first and reports its device; each peer is then started with
+``--device`` set to it, and a peer that cannot run there (a CPU-only PyTorch beside a GPU JAX)
+or reports another device stops the run (:class:`DeviceMismatch`): a GPU is never compared with
+a CPU peer. JAX's preallocation of most of the GPU's memory is turned off in the children
+(``XLA_PYTHON_CLIENT_PREALLOCATE=false``, TensorFlow's memory growth on), so contenders that are
+alive together share the device; the matrix-product peak is measured in a child of its own
+(:func:`measure_peaks`), so ``pclr bench`` itself never holds device memory.
 """
 
 from __future__ import annotations
@@ -24,8 +32,14 @@ import subprocess
 import sys
 import tempfile
 
+from pclr_jax.benchmarking.memory import DoesNotFit
+from pclr_jax.benchmarking.protocol import (
+    DEVICE_EXIT_CODE,
+    DOES_NOT_FIT_EXIT_CODE,
+    MISSING_EXIT_CODE,
+)
+
 SELF = "pclr_jax"
-MISSING_EXIT_CODE = 3  # what the peer scripts exit with when their framework is missing
 PEERS_DIR = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "peers"
 
 
@@ -68,6 +82,10 @@ class ModelMismatch(RuntimeError):
     """A contender built a model with a different parameter count: the comparison is refused."""
 
 
+class DeviceMismatch(RuntimeError):
+    """A peer cannot run, or did not run, on the device pclr-jax runs on."""
+
+
 class ContenderFailed(RuntimeError):
     """A contender process died or broke the protocol."""
 
@@ -80,9 +98,14 @@ class Contender:
     peer: Peer | None = None
 
 
-def _child_env(extra_path: str | None = None) -> dict[str, str]:
-    """This environment without faked host devices (one XLA CPU device uses every core)."""
+def child_env(extra_path: str | None = None) -> dict[str, str]:
+    """This environment without faked host devices (one XLA CPU device uses every core), with
+    JAX's GPU preallocation off and TensorFlow's GPU memory growth on (unless set already), so
+    that contenders alive at the same time share one accelerator."""
     env = dict(os.environ)
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    env["PCLR_BENCH_PROTOCOL"] = str(pathlib.Path(__file__).with_name("protocol.py"))
     flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
     if flags.strip():
         env["XLA_FLAGS"] = flags.strip()
@@ -98,8 +121,10 @@ def make_contenders(
     peers: list[str],
     peer_python: dict[str, str] | None = None,
     peers_dir: pathlib.Path = PEERS_DIR,
+    self_args: list[str] | None = None,
 ) -> list[Contender]:
-    """pclr-jax first, then ``peers`` (names of :data:`PEERS`), each with ``workload_args``.
+    """pclr-jax first, then ``peers`` (names of :data:`PEERS`), each with ``workload_args``
+    (pclr-jax also with ``self_args``: options only it has, like ``--devices``).
 
     ``peer_python`` maps a peer name (or its framework module, e.g. ``torch``) to an interpreter;
     the default is this one (``sys.executable``).
@@ -109,8 +134,14 @@ def make_contenders(
     contenders = [
         Contender(
             SELF,
-            [sys.executable, "-m", "pclr_jax.benchmarking.workloads", *workload_args],
-            _child_env(package_root),
+            [
+                sys.executable,
+                "-m",
+                "pclr_jax.benchmarking.workloads",
+                *workload_args,
+                *(self_args or []),
+            ],
+            child_env(package_root),
         )
     ]
     for name in peers:
@@ -123,9 +154,28 @@ def make_contenders(
             raise FileNotFoundError(f"peer script {script} not found (see --peers-dir)")
         mode = ["--mode", peer.mode] if peer.mode else []
         contenders.append(
-            Contender(name, [python, str(script), *workload_args, *mode], _child_env(), peer)
+            Contender(name, [python, str(script), *workload_args, *mode], child_env(), peer)
         )
     return contenders
+
+
+def measure_peaks(size: int, repeats: int = 5) -> dict:
+    """XLA's matrix-product peaks (``{'fp32': GFLOP/s, 'bf16': ...}`` under ``peaks``, empty for
+    ``size`` 0) and the device facts of :mod:`pclr_jax.benchmarking.peaks`, from a child."""
+    package_root = str(pathlib.Path(__file__).resolve().parents[2])
+    command = [sys.executable, "-m", "pclr_jax.benchmarking.peaks", f"--size={size}"]
+    out = subprocess.run(
+        [*command, f"--repeats={repeats}"],
+        capture_output=True,
+        text=True,
+        env=child_env(package_root),
+    )
+    if out.returncode != 0:
+        tail = "\n".join(out.stderr.strip().splitlines()[-15:])
+        raise ContenderFailed(
+            f"the matrix-product peak child exited with {out.returncode}:\n{tail}"
+        )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def check_importable(contender: Contender) -> None:
@@ -191,6 +241,10 @@ class _Process:
         tail = self._stderr_tail()
         if code == MISSING_EXIT_CODE and self.contender.peer is not None:
             raise PeerUnavailable(f"peer {name!r}: {tail}")
+        if code == DEVICE_EXIT_CODE:
+            raise DeviceMismatch(f"{name}: {tail}")
+        if code == DOES_NOT_FIT_EXIT_CODE:
+            raise DoesNotFit(f"{name}: {tail}")
         raise ContenderFailed(f"{name} exited with code {code} before {event!r}:\n{tail}")
 
     def close(self) -> None:
@@ -206,11 +260,26 @@ class _Process:
 
 
 def _check_params(name: str, message: dict, reference: dict | None) -> None:
-    if reference is not None and message["n_params"] != reference["n_params"]:
+    if reference is None:
+        return
+    if message["n_params"] != reference["n_params"]:
         raise ModelMismatch(
             f"{name} built a model with {message['n_params']:,} parameters but pclr-jax "
             f"{reference['n_params']:,}: refusing to compare different models"
         )
+    if message.get("device") != reference.get("device"):
+        raise DeviceMismatch(
+            f"{name} ran on {message.get('device')!r} but pclr-jax on "
+            f"{reference.get('device')!r}: refusing to compare different devices"
+        )
+
+
+def _on_reference_device(contender: Contender, reference: dict) -> Contender:
+    """A peer told to run on the reference's device (``--device``); pclr-jax itself as is."""
+    if contender.peer is None or not reference.get("device"):
+        return contender
+    command = [*contender.command, f"--device={reference['device']}"]
+    return dataclasses.replace(contender, command=command)
 
 
 def run_contenders(
@@ -218,7 +287,8 @@ def run_contenders(
 ) -> dict[str, dict]:
     """Results by contender name (each the contender's final ``result`` message).
 
-    The first contender is the reference for the parameter-count check.
+    The first contender is the reference for the parameter-count and device checks; the peers
+    are started with ``--device`` set to the device it reports.
     """
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     for contender in contenders:
@@ -227,12 +297,15 @@ def run_contenders(
     if sequential:
         for contender in contenders:
             log(f"[bench] {contender.name}: set-up, warm-up and {steps} steps")
+            reference = results.get(contenders[0].name)
+            if reference is not None:
+                contender = _on_reference_device(contender, reference)
             process = _Process(contender, serve=False)
             try:
                 result = process.wait_for("result")
             finally:
                 process.close()
-            _check_params(contender.name, result, results.get(contenders[0].name))
+            _check_params(contender.name, result, reference)
             results[contender.name] = result
         return results
 
@@ -241,6 +314,8 @@ def run_contenders(
         reference = None
         for contender in contenders:
             log(f"[bench] {contender.name}: set-up and warm-up")
+            if reference is not None:
+                contender = _on_reference_device(contender, reference)
             process = _Process(contender, serve=True)
             processes.append(process)
             ready = process.wait_for("ready")

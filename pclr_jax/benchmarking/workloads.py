@@ -11,6 +11,14 @@
   an ArrayRecord file of random float16 ECGs written to a temporary directory (2 per patient);
   a step is one batch of ``B`` pairs.
 
+``train``, ``embed`` and ``loss`` are compiled before their inputs exist, and XLA's memory plan
+of the compiled program is checked against the memory available
+(:func:`pclr_jax.benchmarking.memory.check_fits`): a batch beyond it ends the contender with
+``protocol.DOES_NOT_FIT_EXIT_CODE`` and a message naming ``--chunk-size`` (loss), gradient
+caching (train) or a smaller batch (embed). ``--devices N`` spreads ``train`` and ``embed`` over
+the first N devices of JAX's default backend (default 1; 0 for all); FLOPs are counted over all
+of them (:func:`pclr_jax.benchmarking.flops.step_flops`).
+
 The model is described by ``--arch``, the JSON of :func:`arch_spec` (an ``EncoderConfig`` plus
 the per-unit strides), so the peers build exactly the same network. Run as
 ``python -m pclr_jax.benchmarking.workloads --workload train --arch '...' --batch-pairs 32``
@@ -74,26 +82,103 @@ def _optimizer(pairs: int):
     return make_optimizer(fixed_adam_config(), pairs, total_steps=1000)[0]
 
 
-def setup_train(config: EncoderConfig, pairs: int, seed: int):
+GRAD_CACHE_HINT = (
+    "Gradient caching trains the same batch in micro-batches with the same loss and gradients: "
+    "train with --config.grad_cache_microbatch=M (pclr_jax.gradcache, docs/training_step.md), "
+    "and measure it with pclr bench train --grad-cache-microbatch M; or bench a smaller "
+    "--batch-pairs."
+)
+CHUNK_HINT = (
+    "The chunked loss never holds the (rows x columns) similarity matrix: rerun with "
+    "--chunk-size N (e.g. --chunk-size 1024), or a smaller --batch-pairs."
+)
+
+
+def bench_devices(count: int) -> list:
+    """The first ``count`` devices of JAX's default backend (0: all of them)."""
     import jax
+
+    devices = jax.devices()
+    if count > len(devices):
+        protocol.refuse(
+            2, f"--devices {count}: only {len(devices)} {devices[0].platform} device(s)"
+        )
+    return devices[:count] if count else devices
+
+
+def _loss_hparams(chunk_size: int) -> dict:
+    return {"temperature": 0.1, **({"chunk_size": chunk_size} if chunk_size else {})}
+
+
+def compile_train_step(
+    config: EncoderConfig,
+    pairs: int,
+    devices: list,
+    seed: int = 0,
+    chunk_size: int = 0,
+    grad_cache_microbatch: int = 0,
+):
+    """The training step of ``pairs`` global pairs over ``devices``, compiled for a batch it has
+    not allocated yet: ``(compiled, state, batch_sharding, n_params, compile_s)``."""
+    import jax
+    import jax.numpy as jnp
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from pclr_jax.benchmarking.flops import cost_flops
     from pclr_jax.distributed import make_mesh
     from pclr_jax.losses import get_loss
     from pclr_jax.model import count_parameters
     from pclr_jax.train_state import create_train_state
     from pclr_jax.train_step import make_train_step
 
-    mesh = make_mesh()
+    mesh = make_mesh(devices)
     if pairs % mesh.size:
-        raise SystemExit(f"{pairs} pairs do not divide over {mesh.size} devices")
+        protocol.refuse(2, f"{pairs} pairs do not divide over {mesh.size} devices")
     optimizer = _optimizer(pairs)
     state = create_train_state(config, get_loss("ntxent"), optimizer, jax.random.key(seed), mesh)
     n_params = count_parameters({"p": state.params["model"], "s": state.batch_stats})
-    step_fn = make_train_step(config, "ntxent", {"temperature": 0.1}, optimizer, mesh)
-    rng = np.random.default_rng(seed)
+    step_fn = make_train_step(
+        config,
+        "ntxent",
+        _loss_hparams(chunk_size),
+        optimizer,
+        mesh,
+        grad_cache_microbatch=grad_cache_microbatch or None,
+    )
+    sharding = NamedSharding(mesh, P("data"))
+    view = jax.ShapeDtypeStruct((pairs, config.n_samples, config.n_leads), jnp.float32)
+    abstract_batch = {
+        "view_a": jax.ShapeDtypeStruct(view.shape, view.dtype, sharding=sharding),
+        "view_b": jax.ShapeDtypeStruct(view.shape, view.dtype, sharding=sharding),
+        "patient_id": jax.ShapeDtypeStruct((pairs,), jnp.int32, sharding=sharding),
+    }
+    start = time.perf_counter()
+    compiled = step_fn.lower(state, abstract_batch).compile()
+    return compiled, state, sharding, n_params, time.perf_counter() - start
+
+
+def _fits_or_refuse(compiled, devices: list, limit_gib: float, remedy: str) -> dict:
+    from pclr_jax.benchmarking.memory import DoesNotFit, check_fits
+
+    try:
+        return check_fits(compiled, devices[0], limit_gib or None, remedy)
+    except DoesNotFit as error:
+        protocol.refuse(protocol.DOES_NOT_FIT_EXIT_CODE, str(error))
+
+
+def setup_train(config: EncoderConfig, args: argparse.Namespace):
+    """The training step, compiled and checked to fit (module docstring) before its batch is
+    allocated: a batch beyond memory is refused with a pointer to gradient caching."""
+    import jax
+
+    from pclr_jax.benchmarking.flops import step_flops
+
+    pairs, devices = args.batch_pairs, bench_devices(args.devices)
+    compiled, state, sharding, n_params, compile_s = compile_train_step(
+        config, pairs, devices, args.seed, args.chunk_size, args.grad_cache_microbatch
+    )
+    memory = _fits_or_refuse(compiled, devices, args.memory_limit_gib, GRAD_CACHE_HINT)
+    rng = np.random.default_rng(args.seed)
     shape = (pairs, config.n_samples, config.n_leads)
     batch = jax.device_put(
         {
@@ -101,36 +186,50 @@ def setup_train(config: EncoderConfig, pairs: int, seed: int):
             "view_b": rng.normal(size=shape).astype(np.float32),
             "patient_id": np.arange(pairs, dtype=np.int32),
         },
-        NamedSharding(mesh, P("data")),
+        sharding,
     )
-    info = {"n_params": n_params, "ecgs_per_step": 2 * pairs, "devices": mesh.size}
+    info = {
+        "n_params": n_params,
+        "ecgs_per_step": 2 * pairs,
+        "devices": len(devices),
+        "compile_s": compile_s,
+        "flops_per_step": step_flops(compiled),
+        **memory,
+    }
     holder = {"state": state}
 
-    def step():  # compiles on the first call (timed as the first call)
-        if "compiled" not in holder:
-            start = time.perf_counter()
-            holder["compiled"] = step_fn.lower(holder["state"], batch).compile()
-            info["compile_s"] = time.perf_counter() - start
-            info["flops_per_step"] = cost_flops(holder["compiled"])
-        holder["state"], metrics = holder["compiled"](holder["state"], batch)
+    def step():
+        holder["state"], metrics = compiled(holder["state"], batch)
         jax.block_until_ready(metrics)
 
     return step, info, holder
 
 
-def setup_embed(config: EncoderConfig, batch_size: int, seed: int):
+def setup_embed(config: EncoderConfig, args: argparse.Namespace):
     import jax
 
-    from pclr_jax.benchmarking.flops import cost_flops
+    from pclr_jax.benchmarking.flops import step_flops
     from pclr_jax.embedder import Encoder
     from pclr_jax.model import count_parameters, init_variables
 
-    bare = init_variables(config, jax.random.key(seed), with_head=False)
+    batch_size, devices = args.batch_size or 2 * args.batch_pairs, bench_devices(args.devices)
+    bare = init_variables(config, jax.random.key(args.seed), with_head=False)
     variables = {name: {"encoder": tree} for name, tree in bare.items()}
-    encoder = Encoder(config.replace(head_sizes=()), variables, "embed", batch_size)
-    x = np.random.default_rng(seed).normal(0, 0.5, (batch_size, config.n_samples, config.n_leads))
-    x = x.astype(np.float32)
-    flops = cost_flops(encoder._forward.lower(encoder._variables, x))
+    encoder = Encoder(
+        config.replace(head_sizes=()),
+        variables,
+        output="embed",
+        batch_size=batch_size,
+        devices=devices,
+    )
+    batch_size = encoder._step_size(batch_size)  # a multiple of the device count
+    shape = (batch_size, config.n_samples, config.n_leads)
+    abstract = jax.ShapeDtypeStruct(shape, np.float32, sharding=encoder._batch_sharding)
+    compiled = encoder._forward.lower(encoder._variables, abstract).compile()
+    remedy = "Embed in smaller calls: a smaller --batch-size."
+    memory = _fits_or_refuse(compiled, devices, args.memory_limit_gib, remedy)
+    encoder._forward = compiled  # the same program: Encoder.embed calls it, no second compile
+    x = np.random.default_rng(args.seed).normal(0, 0.5, shape).astype(np.float32)
 
     def step():
         encoder.embed(x)
@@ -138,46 +237,61 @@ def setup_embed(config: EncoderConfig, batch_size: int, seed: int):
     info = {
         "n_params": count_parameters(variables),
         "ecgs_per_step": batch_size,
-        "flops_per_step": flops,
+        "devices": len(devices),
+        "flops_per_step": step_flops(compiled),
+        **memory,
     }
     return step, info, {}
 
 
-def setup_loss(config: EncoderConfig, pairs: int, seed: int):
+def setup_loss(config: EncoderConfig, args: argparse.Namespace):
+    """NT-Xent value and gradient on one device, dense or ``--chunk-size`` columns at a time;
+    refused before allocating when XLA's plan exceeds the memory (naming ``--chunk-size``)."""
     import jax
     import jax.numpy as jnp
 
-    from pclr_jax.benchmarking.flops import cost_flops
+    from pclr_jax.benchmarking.flops import step_flops
     from pclr_jax.losses import get_loss
 
+    pairs, (device,) = args.batch_pairs, bench_devices(1)
     dim = config.head_sizes[-1] if config.head_sizes else config.embed_dim
-    rng = np.random.default_rng(seed)
+    loss = get_loss("ntxent", **_loss_hparams(args.chunk_size))
+    params = loss.init_params()
+    ids = jnp.arange(pairs, dtype=jnp.int32)
+    grad_fn = jax.jit(jax.value_and_grad(lambda a, b: loss(a, b, ids, params)[0], argnums=(0, 1)))
+    view = jax.ShapeDtypeStruct((pairs, dim), jnp.float32)
+    start = time.perf_counter()
+    compiled = grad_fn.lower(view, view).compile()
+    compile_s = time.perf_counter() - start
+    hint = "" if args.chunk_size else CHUNK_HINT
+    memory = _fits_or_refuse(compiled, [device], args.memory_limit_gib, hint or "A smaller chunk.")
+    rng = np.random.default_rng(args.seed)
     z_a = jnp.asarray(rng.normal(size=(pairs, dim)), jnp.float32)
     z_b = jnp.asarray(rng.normal(size=(pairs, dim)), jnp.float32)
-    ids = jnp.arange(pairs, dtype=jnp.int32)
-    loss = get_loss("ntxent", temperature=0.1)
-    params = loss.init_params()
-    grad_fn = jax.jit(jax.value_and_grad(lambda a, b: loss(a, b, ids, params)[0], argnums=(0, 1)))
-    info = {"n_params": 0, "ecgs_per_step": 2 * pairs, "dim": dim}
-    holder: dict = {}
+    info = {
+        "n_params": 0,
+        "ecgs_per_step": 2 * pairs,
+        "dim": dim,
+        "chunk_size": args.chunk_size or None,
+        "devices": 1,
+        "compile_s": compile_s,
+        "flops_per_step": step_flops(compiled),
+        **memory,
+    }
 
     def step():
-        if "compiled" not in holder:
-            start = time.perf_counter()
-            holder["compiled"] = grad_fn.lower(z_a, z_b).compile()
-            info["compile_s"] = time.perf_counter() - start
-            info["flops_per_step"] = cost_flops(holder["compiled"])
-        jax.block_until_ready(holder["compiled"](z_a, z_b))
+        jax.block_until_ready(compiled(z_a, z_b))
 
-    return step, info, holder
+    return step, info, {}
 
 
-def setup_loader(config: EncoderConfig, pairs: int, seed: int):
+def setup_loader(config: EncoderConfig, args: argparse.Namespace):
     import pandas as pd
     from array_record.python.array_record_module import ArrayRecordWriter
 
     from pclr_jax.data.loader import PairLoaderConfig, make_pair_loader
 
+    pairs, seed = args.batch_pairs, args.seed
     n_records = max(512, 4 * pairs)
     shape = (config.n_samples, config.n_leads)
     directory = tempfile.TemporaryDirectory(prefix="pclr_bench_loader_")
@@ -209,37 +323,39 @@ def setup_loader(config: EncoderConfig, pairs: int, seed: int):
     def step():
         next(loader)
 
-    info = {"n_params": 0, "ecgs_per_step": 2 * pairs, "records": n_records}
+    info = {"n_params": 0, "ecgs_per_step": 2 * pairs, "records": n_records, "devices": 0}
     return step, info, {"tmp": directory, "loader": loader}
+
+
+SETUPS = {"train": setup_train, "embed": setup_embed, "loss": setup_loss, "loader": setup_loader}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="the pclr-jax contender of pclr bench")
     protocol.add_workload_args(parser)
+    parser.add_argument("--devices", type=int, default=1, help="devices to use (0: all)")
+    parser.add_argument(
+        "--grad-cache-microbatch", type=int, default=0, help="train: pairs per micro-batch"
+    )
     args = parser.parse_args(argv)
     import jax
 
     from pclr_jax import __version__
+    from pclr_jax.benchmarking.memory import device_peak_mib
 
     config = config_from_spec(json.loads(args.arch))
     holder: dict = {}
 
     def setup():
-        if args.workload == "train":
-            step, info, extra = setup_train(config, args.batch_pairs, args.seed)
-        elif args.workload == "embed":
-            step, info, extra = setup_embed(
-                config, args.batch_size or 2 * args.batch_pairs, args.seed
-            )
-        elif args.workload == "loss":
-            step, info, extra = setup_loss(config, args.batch_pairs, args.seed)
-        else:
-            step, info, extra = setup_loader(config, args.batch_pairs, args.seed)
+        step, info, extra = SETUPS[args.workload](config, args)
         holder.update(extra)
         info["framework"] = f"pclr-jax {__version__}, JAX {jax.__version__} (XLA)"
-        return step, info  # the step adds flops_per_step to info when it compiles
+        info["device"] = info["platform"] = jax.devices()[0].platform
+        info["device_kind"] = jax.devices()[0].device_kind
+        info["device_count"] = jax.device_count()
+        return step, info
 
-    protocol.run_contender(args, setup)
+    protocol.run_contender(args, setup, lambda: device_peak_mib(jax.devices()))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Examples::
 
     pclr bench embed --vs tf_keras --peer-python tf_keras=/opt/peer_tf/bin/python
     pclr bench loss --batch-pairs 4096          # NT-Xent value and gradient alone
+    pclr bench loss --batch-pairs 32768 --chunk-size 1024   # beyond memory when dense
     pclr bench loader --config small            # the grain pair loader, no model
     pclr bench train --config tiny --steps 3    # seconds, for a quick check
 
@@ -18,6 +19,12 @@ Every contender (pclr-jax and each ``--vs`` peer) runs in its own process on the
 input. By default the contenders are interleaved: set up in turn, then their timed steps
 alternate (``--sequential`` runs them one after the other, when they do not fit in memory
 together). Peers are the scripts in ``benchmarks/peers/``. See ``docs/benchmarks.md``.
+
+On a GPU or TPU, pclr-jax runs on one device (``--devices``), the peers on that same device
+(a peer that cannot is refused, never compared from the CPU), and the matrix-product peak is
+measured in a child process. Before anything is allocated, XLA's memory plan of the compiled
+step is checked against the memory available (``--memory-limit-gib`` to plan for less): a batch
+beyond it is refused, naming ``--chunk-size`` (loss) or gradient caching (train).
 """
 
 from __future__ import annotations
@@ -84,6 +91,30 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--peak-size", type=int, default=4096, help="n of the n^3 peak matmul (0: skip)"
     )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=0,
+        help="loss and train: score the loss's columns this many at a time (0: dense)",
+    )
+    parser.add_argument(
+        "--grad-cache-microbatch",
+        type=int,
+        default=0,
+        help="train: gradient caching with this many pairs per micro-batch (0: off)",
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="devices pclr-jax uses (0: all of JAX's default backend); peers need 1",
+    )
+    parser.add_argument(
+        "--memory-limit-gib",
+        type=float,
+        default=0.0,
+        help="memory per device to plan for (default: what the device or host has available)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=pathlib.Path, default=None, help="write results here")
     parser.set_defaults(func=run)
@@ -91,13 +122,18 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pclr_jax.benchmarking import report, runner
-    from pclr_jax.benchmarking.peaks import matmul_peak_gflops
     from pclr_jax.benchmarking.workloads import arch_spec, encoder_config
 
     if args.workload == "loader" and args.vs:
         raise SystemExit("pclr bench loader has no peers (it measures pclr-jax's grain loader)")
     if args.steps < 1 or args.warmup < 0 or args.batch_pairs < 1:
         raise SystemExit("--steps and --batch-pairs must be positive, --warmup >= 0")
+    if min(args.chunk_size, args.grad_cache_microbatch, args.devices) < 0:
+        raise SystemExit("--chunk-size, --grad-cache-microbatch and --devices must be >= 0")
+    if args.vs and args.devices != 1:
+        raise SystemExit("the peers run on one device: compare with --devices 1")
+    if args.vs and (args.chunk_size or args.grad_cache_microbatch):
+        raise SystemExit("the peers have no chunked loss or gradient caching: drop --vs")
     try:
         config = encoder_config(args.config, args.samples, args.dtype)
     except ValueError as error:
@@ -112,26 +148,44 @@ def run(args: argparse.Namespace) -> int:
         f"--warmup={args.warmup}",
         f"--steps={args.steps}",
         f"--seed={args.seed}",
+        f"--chunk-size={args.chunk_size}",
+        f"--memory-limit-gib={args.memory_limit_gib}",
+    ]
+    self_args = [
+        f"--devices={args.devices}",
+        f"--grad-cache-microbatch={args.grad_cache_microbatch}",
     ]
     kwargs = {"peers_dir": args.peers_dir} if args.peers_dir else {}
     contenders = runner.make_contenders(
-        workload_args, list(dict.fromkeys(args.vs)), dict(args.peer_python), **kwargs
+        workload_args,
+        list(dict.fromkeys(args.vs)),
+        dict(args.peer_python),
+        self_args=self_args,
+        **kwargs,
     )
     machine = report.machine_facts()
-    peaks = {}
-    if args.peak_size and args.workload != "loader":
-        print(f"[bench] matmul peak ({args.peak_size}^3, fp32 and bf16)", file=sys.stderr)
-        peaks = {dtype: matmul_peak_gflops(dtype, args.peak_size) for dtype in ("fp32", "bf16")}
+    peak_size = args.peak_size if args.workload != "loader" else 0
+    errors = (
+        runner.PeerUnavailable,
+        runner.ModelMismatch,
+        runner.ContenderFailed,
+        runner.DeviceMismatch,
+        runner.DoesNotFit,
+    )
     try:
+        if peak_size:
+            print(f"[bench] matmul peak ({peak_size}^3, fp32 and bf16)", file=sys.stderr)
+        before = runner.measure_peaks(peak_size) if peak_size else {"peaks": {}}
         results = runner.run_contenders(contenders, args.steps, args.sequential)
-    except (runner.PeerUnavailable, runner.ModelMismatch, runner.ContenderFailed) as error:
+        # measured again after the contenders, the best of both (the load varies)
+        after = runner.measure_peaks(peak_size) if peak_size else before
+    except errors as error:
         print(f"pclr bench: {error}", file=sys.stderr)
         return 2
-    if peaks:  # measured again after the contenders, the best of both (the load varies)
-        peaks = {
-            dtype: max(peak, matmul_peak_gflops(dtype, args.peak_size))
-            for dtype, peak in peaks.items()
-        }
+    peaks = {dtype: max(peak, after["peaks"][dtype]) for dtype, peak in before["peaks"].items()}
+    ref = results[runner.SELF]
+    machine.update({k: ref.get(k) for k in ("platform", "device_kind", "device_count")})
+    machine.update({k: v for k, v in before.items() if k != "peaks"})
     rows = report.summarize(results, runner.SELF, peaks, args.dtype)
     machine["load_average_1min_after"] = os.getloadavg()[0]
     title = (
@@ -141,9 +195,16 @@ def run(args: argparse.Namespace) -> int:
     )
     load = f"{machine['load_average_1min']:.1f} -> {machine['load_average_1min_after']:.1f}"
     print(f"\n{title}\n{machine['cpu_model']}, {machine['cores']} cores, load average {load}")
+    devices = results[runner.SELF].get("devices") or 0
+    print(
+        f"JAX device: {machine['device_count']} x {machine['device_kind']} "
+        f"({machine['platform']}), pclr-jax used {devices}"
+    )
     if peaks:
-        print(f"matmul peak via XLA: fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s")
-    ref = results[runner.SELF]
+        print(
+            f"matmul peak via XLA, one device: fp32 {peaks['fp32']:.0f}, bf16 "
+            f"{peaks['bf16']:.0f} GFLOP/s"
+        )
     if ref.get("flops_per_step"):
         per_ecg = ref["flops_per_step"] / ref["ecgs_per_step"] / 1e9
         print(f"XLA cost analysis: {per_ecg:.4g} GFLOP per ECG per step")

@@ -2,12 +2,16 @@
 
 ``pclr convert keras-to-orbax IN.h5 OUT_DIR`` reads the file with h5py alone (nothing in it is
 executed) and ``pclr convert orbax-to-keras IN_DIR OUT.h5`` writes a file that tf.keras 2.x and
-Keras 3 load with ``keras.models.load_model``.
+Keras 3 load with ``keras.models.load_model``. Both carry the marker of the output ``pclr embed``
+uses by default (:mod:`pclr_jax.representation`): a third-party Keras file keeps its own output
+(``final``), an encoder pclr-jax trained its pooled ``embed`` layer.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from pclr_jax.representation import default_output, orbax_marker
 
 
 def add_parser(subparsers) -> None:
@@ -51,6 +55,7 @@ def keras_to_orbax(args: argparse.Namespace) -> int:
     from pclr_jax.model import count_parameters
 
     model = read_keras_h5(args.source)
+    choice = default_output(model.default_output)
     save_encoder(
         args.destination,
         model.config,
@@ -61,27 +66,31 @@ def keras_to_orbax(args: argparse.Namespace) -> int:
             "keras_input_layer": model.input_name,
         },
         overwrite=args.overwrite,
+        default_output=choice.output,
     )
     print(f"converted {args.source} -> {args.destination}")
     print(f"  encoder: {describe(model.config)}")
     print(f"  parameters: {count_parameters(model.variables):,}")
     print(f"  Keras input layer '{model.input_name}', output layer '{model.output_layer}'")
+    print(f"  default output for pclr embed: {choice.output!r} ({choice.reason})")
     return 0
 
 
 def orbax_to_keras(args: argparse.Namespace) -> int:
     import os
 
-    from pclr_jax.encoder_checkpoint import restore_encoder
+    from pclr_jax.encoder_checkpoint import read_metadata, restore_encoder
     from pclr_jax.keras_export import write_keras_h5
     from pclr_jax.model import count_parameters
 
     if os.path.exists(args.destination) and not args.overwrite:
         raise SystemExit(f"{args.destination} exists; pass --overwrite to replace it")
     config, variables = restore_encoder(args.source)
-    output = write_keras_h5(args.destination, config, variables)
+    choice = default_output(orbax_marker(read_metadata(args.source)))
+    output = write_keras_h5(args.destination, config, variables, choice.output)
     print(f"converted {args.source} -> {args.destination}")
     print(f"  encoder: {describe(config)}")
     print(f"  parameters: {count_parameters(variables):,}")
     print(f"  Keras input layer 'ecg', output layer '{output}'")
+    print(f"  default output for pclr embed: {choice.output!r} ({choice.reason})")
     return 0

@@ -6,6 +6,11 @@ Inputs are WFDB records (``.hea`` files or folders of them), ``.npy`` arrays and
 are written with their reason to ``<output stem>.rejected.csv`` beside the output (always
 written, possibly empty) and counted on screen, or stop the run with ``--strict``. Every record
 read is either a row of the output or a row of the report.
+
+Sample ids survive moving the data: a record found in a folder input is named by its path
+relative to that folder, without extension; a file given by itself by its name
+(``--sample-id``). ``--allow CHECK`` embeds records that fail that check anyway and lists them in
+``<output stem>.allowed.csv``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import sys
 
 OUTPUT_SUFFIXES = (".csv", ".tsv", ".parquet")
 REJECTED_COLUMNS = ("sample_id", "path", "reason", "message")
+# ``pclr embed`` prints a progress line every this many ECGs when stderr is not a terminal.
+LOG_EVERY_ECGS = 1000
 
 
 def add_parser(subparsers) -> None:
@@ -29,7 +36,24 @@ def add_parser(subparsers) -> None:
         "--input", required=True, nargs="+", help="WFDB .hea files/records, folders, .npy, .h5"
     )
     parser.add_argument("--output", required=True, help="embedding table: .csv, .tsv or .parquet")
+    parser.add_argument(
+        "--sample-id",
+        choices=("relative", "name", "path"),
+        default="relative",
+        help="relative (default): a folder's records by their path relative to the folder, "
+        "files given one by one by their name; name: the record name alone; path: the path as "
+        "typed (changes when the data move). All without extension",
+    )
     parser.add_argument("--strict", action="store_true", help="stop at the first bad record")
+    parser.add_argument(
+        "--allow",
+        nargs="+",
+        default=[],
+        choices=("flat_lead", "units", "too_short", "too_long"),
+        metavar="CHECK",
+        help="embed records that fail these checks anyway, listed in <output stem>.allowed.csv: "
+        "flat_lead, units (amplitudes that look like uV), too_short / too_long (duration)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="ECGs per compiled step")
     parser.add_argument(
         "--resample",
@@ -41,8 +65,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--output-layer",
         choices=("final", "embed"),
-        default="final",
-        help="final: the weights' output (projection if they have a head); embed: pooled layer",
+        default=None,
+        help="final: the weights' output (projection if they have a head); embed: the pooled "
+        "layer. Default: embed for encoders pclr-jax trained (what their evaluation used), "
+        "final for other Keras files (as ml4h)",
     )
     parser.add_argument(
         "--leads",
@@ -88,18 +114,36 @@ def _write_table(frame, path: pathlib.Path) -> None:
         frame.to_csv(path, sep="\t" if path.suffix == ".tsv" else ",", index=False)
 
 
-def run(args: argparse.Namespace) -> int:
+def _failures_frame(errors):
     import pandas as pd
-    from tqdm import tqdm
 
+    return pd.DataFrame(
+        [(e.record_id, e.source, e.reason, str(e)) for e in errors],
+        columns=list(REJECTED_COLUMNS),
+    )
+
+
+def _by_reason(frame) -> str:
+    return ", ".join(f"{k} {v}" for k, v in frame["reason"].value_counts().items())
+
+
+def run(args: argparse.Namespace) -> int:
     from pclr_jax.embedder import load_encoder
-    from pclr_jax.records import ArrayOptions, ECGValidationError, iter_records
+    from pclr_jax.progress import Progress
+    from pclr_jax.records import ArrayOptions, ECGValidationError, input_files, iter_input_files
 
     output = pathlib.Path(args.output)
     if output.suffix not in OUTPUT_SUFFIXES:
         raise SystemExit(f"--output must end in one of {OUTPUT_SUFFIXES}: {output}")
     rejected_path = output.with_name(output.stem + ".rejected.csv")
+    allowed_path = output.with_name(output.stem + ".allowed.csv")
+    try:
+        files = input_files(args.input, args.sample_id)
+    except ValueError as error:
+        print(f"pclr embed: {error}", file=sys.stderr)
+        return 2
     encoder = load_encoder(args.weights, args.output_layer, args.batch_size)
+    print(f"{args.weights}: {encoder.describe_output()}", file=sys.stderr)
     options = ArrayOptions(
         sampling_rate=args.sampling_rate,
         lead_names=tuple(args.array_leads) if args.array_leads else ArrayOptions.lead_names,
@@ -111,17 +155,23 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise SystemExit(f"--leads: {error}") from error
     n_read = [0]  # records read, counted independently of embed_records
+    progress = Progress("embedding", unit="ECG", every=LOG_EVERY_ECGS)
 
     def counted(items):
         for item in items:
             n_read[0] += 1
+            progress.update()
             yield item
 
-    items = counted(iter_records(args.input, options, args.hdf5_dataset))
-    progress = tqdm(items, desc="embedding", unit="ECG", file=sys.stderr)
+    items = counted(iter_input_files(files, options, args.hdf5_dataset))
     try:
         result = encoder.embed_records(
-            progress, leads, args.resample, args.expected_duration or None, strict=args.strict
+            items,
+            leads,
+            args.resample,
+            args.expected_duration or None,
+            strict=args.strict,
+            allow=args.allow,
         )
     except ECGValidationError as error:
         print(f"error ({error.reason}): {error}", file=sys.stderr)
@@ -135,21 +185,27 @@ def run(args: argparse.Namespace) -> int:
             f"{len(result.rejected)} rejected"
         )
 
+    import pandas as pd
+
     columns = [f"latent_{i}" for i in range(encoder.embed_dim)]
     frame = pd.DataFrame(result.embeddings, columns=columns)
     frame.insert(0, "sample_id", result.sample_ids)
     output.parent.mkdir(parents=True, exist_ok=True)
     _write_table(frame, output)
-    rejected = pd.DataFrame(
-        [(e.record_id, e.source, e.reason, str(e)) for e in result.rejected],
-        columns=list(REJECTED_COLUMNS),
-    )
+    rejected = _failures_frame(result.rejected)
     rejected.to_csv(rejected_path, index=False)
     print(
         f"{n_in} records: {len(result.sample_ids)} embedded ({encoder.embed_dim}-d, output "
-        f"{args.output_layer!r}) -> {output}; {len(result.rejected)} rejected -> {rejected_path}"
+        f"{encoder.output!r}) -> {output}; {len(result.rejected)} rejected -> {rejected_path}"
     )
     if len(rejected):
-        counts = rejected["reason"].value_counts()
-        print("rejected by reason: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        print("rejected by reason: " + _by_reason(rejected))
+    if args.allow:
+        allowed = _failures_frame(result.allowed)
+        allowed.to_csv(allowed_path, index=False)
+        n_records = allowed["sample_id"].nunique()
+        print(
+            f"embedded despite a failed check (--allow {' '.join(args.allow)}): {n_records} "
+            f"records -> {allowed_path}" + (f" ({_by_reason(allowed)})" if len(allowed) else "")
+        )
     return 0

@@ -12,7 +12,11 @@ Examples::
     pclr prepare pclr_ecg_folder --manual-dir my_ecgs --data-dir ~/pclr_data --config tiny
 
 Records are read and resampled by ``--workers`` processes while this process serialises and writes
-shards. A data set (name, config, version) that is complete in ``--data-dir`` is not prepared
+shards; with ``--beam-runner`` the same work runs as an Apache Beam pipeline instead (see
+docs/data.md for Dataflow, Flink and Spark):
+
+    pclr prepare ptbxl --manual-dir ~/ptb-xl-1.0.3 --data-dir ~/pclr_data --beam-runner DirectRunner
+ A data set (name, config, version) that is complete in ``--data-dir`` is not prepared
 again; an interrupted run leaves only a temporary directory, which the next run replaces. Prints
 the counts: records in = written + quarantined + duplicate copies (see ``quarantine.csv``).
 """
@@ -45,9 +49,50 @@ def add_parser(subparsers) -> None:
         "--workers",
         type=int,
         default=None,
-        help="reader processes (default: CPUs - 1; 0 reads in this process)",
+        help="reader processes (default: CPUs - 1; 0 reads in this process); ignored on Beam",
+    )
+    parser.add_argument(
+        "--beam-runner",
+        help="generate as an Apache Beam pipeline on this runner (DirectRunner, DataflowRunner, "
+        "FlinkRunner, SparkRunner...; needs pip install 'pclr-jax[beam]'); default: the process "
+        "pool",
+    )
+    parser.add_argument(
+        "--beam-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Beam pipeline option (repeatable), e.g. --beam-option project=my-project "
+        "--beam-option temp_location=gs://bucket/tmp; see docs/data.md",
     )
     parser.set_defaults(func=run)
+
+
+def download_config(args: argparse.Namespace):
+    """The tfds ``DownloadConfig``: the manual directory and, with ``--beam-runner``, the runner
+    and its pipeline options (``--beam-option KEY=VALUE`` -> ``--KEY=VALUE``)."""
+    import tensorflow_datasets as tfds
+
+    manual_dir = os.path.expanduser(args.manual_dir) if args.manual_dir else None
+    if not args.beam_runner:
+        if args.beam_option:
+            raise ValueError("--beam-option needs --beam-runner")
+        return tfds.download.DownloadConfig(manual_dir=manual_dir)
+    try:
+        from apache_beam.options.pipeline_options import PipelineOptions
+    except ImportError as error:
+        raise ValueError("--beam-runner needs Apache Beam: pip install 'pclr-jax[beam]'") from error
+    flags = []
+    for option in args.beam_option:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--beam-option takes KEY=VALUE, got {option!r}")
+        flags.append(f"--{key.removeprefix('--')}={value}")
+    return tfds.download.DownloadConfig(
+        manual_dir=manual_dir,
+        beam_runner=args.beam_runner,
+        beam_options=PipelineOptions(flags),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,13 +107,18 @@ def run(args: argparse.Namespace) -> int:
             f"pclr prepare: {args.name} has configs {configs}, not {args.config!r}", file=sys.stderr
         )
         return 2
+    # The builders report their own progress (pclr_jax.progress: a bar on a terminal, plain
+    # lines in a log); tfds' bars would redraw into log files.
+    tfds.disable_progress_bar()
+    try:
+        config = download_config(args)
+    except ValueError as error:
+        print(f"pclr prepare: {error}", file=sys.stderr)
+        return 2
     builder = builder_cls(config=args.config, data_dir=args.data_dir, workers=args.workers)
     reused = builder.is_prepared()
     start = time.perf_counter()
-    manual_dir = os.path.expanduser(args.manual_dir) if args.manual_dir else None
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
-    )
+    builder.download_and_prepare(download_config=config)
     elapsed = time.perf_counter() - start
     directory = builder.data_path
     report_path = directory / "prepare_report.json"
@@ -91,6 +141,11 @@ def summary(report: dict, directory: str, elapsed: float | None) -> str:
         f"{report.get('written_total', 0):,} + quarantined {report.get('quarantined', 0):,} "
         f"+ duplicate copies {report.get('duplicates', 0):,}"
     )
+    if report.get("duplicates_by_content"):
+        lines.append(
+            f"  duplicate copies found by content: {report['duplicates_by_content']:,} "
+            "(see duplicates.csv)"
+        )
     for reason, count in report.get("quarantined_by_reason", {}).items():
         lines.append(f"  quarantined {reason}: {count:,} (see quarantine.csv)")
     if elapsed is not None and elapsed > 0:

@@ -11,7 +11,7 @@ Examples::
         --test-split test --task af:binary --baseline random_init --baseline scratch --out out
 
 Writes ``results.csv`` (source, task, size, size_label, repeat, metric, value, ci_low, ci_high,
-n_train, n_test), ``skipped.csv``, ``learning_curves.png``, ``summary.txt``, and with
+n_train, n_test, outlier), ``skipped.csv``, ``learning_curves.png``, ``summary.txt``, and with
 ``--retrieval`` ``retrieval.csv``, with ``--map COLUMN`` ``map_<source>_<COLUMN>.png``.
 """
 
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from pclr_jax.evaluation.supervised import SupervisedConfig
 
 BASELINES = ("random_init", "scratch", "finetune")
+# Without a terminal, progress is a plain line every this many ECGs embedded.
+LOG_EVERY_ECGS = 1000
 
 
 def _named_path(value: str) -> tuple[str, str]:
@@ -68,6 +70,13 @@ def add_parser(subparsers) -> None:
         "patient-disjoint splits of --split",
     )
     inputs.add_argument("--embed-batch-size", type=int, default=128)
+    inputs.add_argument(
+        "--output-layer",
+        choices=("final", "embed"),
+        default=None,
+        help="layer of --weights to probe, as `pclr embed --output-layer` (default: embed for "
+        "encoders pclr-jax trained, final for other Keras files)",
+    )
     labels = parser.add_argument_group("labels and tasks")
     labels.add_argument(
         "--labels", help="csv/tsv/parquet with sample_id, patient_id and label columns"
@@ -201,9 +210,10 @@ def _load_inputs(args):
     table = table.assign(_row=np.arange(len(table)))
     sources = {}
     if files:
-        table, sources, notes = inputs.align(table, files)
-        for note in notes:
-            _log(f"note: {note}; those rows are left out")
+        table, sources, report = inputs.align(table, files)
+        _log("embeddings joined to the labels on sample_id (unmatched rows are left out):")
+        for line in report:
+            _log(f"  {line}")
     if ecgs is not None:
         ecgs = ecgs[table["_row"].to_numpy()]
     test_rows = np.flatnonzero(table["_test"].to_numpy(bool)) if args.test_split else None
@@ -217,11 +227,26 @@ def _embed_with_weights(args, ecgs, sources) -> list:
     encoders = []
     for name, path in args.weights:
         name = name or ("pclr" if "pclr" not in sources else pathlib.Path(path).stem)
-        encoder = load_encoder(path, output="embed", batch_size=args.embed_batch_size)
-        _log(f"embedding {len(ecgs):,} ECGs with {path} as {name!r}")
-        sources[name] = encoder.embed(ecgs)
+        encoder = load_encoder(path, args.output_layer, args.embed_batch_size)
+        _log(f"embedding {len(ecgs):,} ECGs with {path} as {name!r}: {encoder.describe_output()}")
+        sources[name] = _embed_with_progress(encoder, ecgs, f"embedding ({name})")
         encoders.append(encoder)
     return encoders
+
+
+def _embed_with_progress(encoder, ecgs, desc: str):
+    """``encoder.embed(ecgs)`` in chunks, reported by a :class:`~pclr_jax.progress.Progress`."""
+    import numpy as np
+
+    from pclr_jax.progress import Progress
+
+    chunk = 8 * encoder.batch_size
+    parts = []
+    with Progress(desc, total=len(ecgs), unit="ECG", every=LOG_EVERY_ECGS) as progress:
+        for start in range(0, len(ecgs), chunk):
+            parts.append(encoder.embed(ecgs[start : start + chunk]))
+            progress.update(len(parts[-1]))
+    return np.concatenate(parts) if parts else encoder.embed(ecgs)
 
 
 def _baselines(args, ecgs, encoders, sources) -> tuple[dict, SupervisedConfig]:
@@ -264,11 +289,26 @@ def _baselines(args, ecgs, encoders, sources) -> tuple[dict, SupervisedConfig]:
     return networks, config
 
 
+def _fit_reporter(progress):
+    """``learning_curve``'s progress callback: a skipped fit is written out, a finished fit
+    counted, its score shown after the count."""
+
+    def report(message: str) -> None:
+        if message.startswith("skipped"):
+            progress.write(message)
+        else:
+            progress.set_postfix(last=message)
+            progress.update()
+
+    return report
+
+
 def _task_curves(args, table, sources, ecgs, test_rows, networks, sup_config, sizes):
     import numpy as np
 
-    from pclr_jax.evaluation import probe, supervised
+    from pclr_jax.evaluation import inputs, probe, supervised
     from pclr_jax.evaluation.inputs import task_labels
+    from pclr_jax.progress import Progress
 
     curves = []
     for spec in args.task:
@@ -282,6 +322,11 @@ def _task_curves(args, table, sources, ecgs, test_rows, networks, sup_config, si
             f"task {task.column} ({task.kind}, {described}): {len(rows):,} labelled ECGs, "
             f"{len(table) - len(rows):,} without a label left out"
         )
+        if not len(rows):
+            raise inputs.JoinError(
+                f"--task {spec}: none of the {len(table):,} ECGs with an embedding has a known "
+                f"{task.column!r} label"
+            )
         task_sources = {name: features[rows] for name, features in sources.items()}
         for name, (model_config, encoder_variables) in networks.items():
             task_sources[name] = supervised.supervised_source(
@@ -290,6 +335,13 @@ def _task_curves(args, table, sources, ecgs, test_rows, networks, sup_config, si
                 encoder_variables,
                 sup_config,
             )
+        fits_per_repeat = len(sizes) * len(task_sources)
+        progress = Progress(
+            f"probe {task.column}",
+            total=fits_per_repeat * args.repeats,
+            unit="fit",
+            every=fits_per_repeat,
+        )
         curves.append(
             probe.learning_curve(
                 task_sources,
@@ -304,9 +356,10 @@ def _task_curves(args, table, sources, ecgs, test_rows, networks, sup_config, si
                 test_rows=None if test_rows is None else np.flatnonzero(np.isin(rows, test_rows)),
                 n_bootstrap=args.bootstrap,
                 seed=args.seed,
-                progress=_log,
+                progress=_fit_reporter(progress),
             )
         )
+        progress.close()
     return curves
 
 
@@ -329,6 +382,16 @@ def _retrieval(args, table, sources, test_rows, out):
 
 
 def run(args) -> int:
+    from pclr_jax.evaluation.inputs import JoinError
+
+    try:
+        return _run(args)
+    except JoinError as error:
+        print(f"pclr probe: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
     import pandas as pd
 
     from pclr_jax.evaluation import probe
@@ -368,7 +431,7 @@ def run(args) -> int:
     curves = _task_curves(args, table, sources, ecgs, test_rows, networks, sup_config, sizes)
     results = pd.concat([c.results for c in curves], ignore_index=True)
     skipped = pd.concat([c.skipped for c in curves], ignore_index=True)
-    results.to_csv(out / "results.csv", index=False)
+    results.assign(outlier=probe.outlier_repeats(results)).to_csv(out / "results.csv", index=False)
     skipped.to_csv(out / "skipped.csv", index=False)
     if len(skipped):
         _log(f"{len(skipped)} fits skipped, see {out / 'skipped.csv'}:")

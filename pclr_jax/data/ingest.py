@@ -44,6 +44,9 @@ class Outcome:
             e.g. ``'corrupt_file'``, ``'non_finite'``, ``'missing_lead'``, ``'too_short'``,
             ``'units'``).
         message: a human-readable explanation naming the record.
+        fingerprint: ``(FINGERPRINT_SAMPLES, 12)`` float32, what copies of one recording are found
+            by (:mod:`pclr_jax.data.copies`); ``None`` for a rejected record, or when the builder
+            leaves it to be computed from ``ecg``.
     """
 
     record_id: str
@@ -51,6 +54,7 @@ class Outcome:
     sampling_rate: float
     reason: str | None = None
     message: str = ""
+    fingerprint: np.ndarray | None = None
 
 
 def default_workers() -> int:

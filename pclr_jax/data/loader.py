@@ -13,14 +13,17 @@ is a ``grain.DatasetIterator``: ``get_state()``/``set_state()`` hold the next ba
 restored run continues on exactly the next batch, and ``grain.checkpoint.CheckpointSave`` /
 ``CheckpointRestore`` store it in an Orbax checkpoint (one JSON file per process).
 
-Batches are read straight into one preallocated float32 array per view (the float16 -> float32
-decode happens on that copy); with worker processes they travel as float16 and are decoded in
-the main process (FINDINGS: float32 batches crossing processes cost more than they save).
+Batches are read straight into one preallocated array per view, float32 (the float16 -> float32
+decode happens on that copy) or, with ``views_dtype='float16'``, the stored float16 (what the
+training loop sends to the devices, where it is cast); with worker processes they travel as
+float16 and are cast in the main process (FINDINGS: float32 batches crossing processes cost more
+than they save).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import sys
 from collections.abc import Iterator, Mapping
@@ -43,6 +46,7 @@ from pclr_jax.data.pairing import (
 log = logging.getLogger(__name__)
 
 NUMERIC_KEYS = ("view_a", "view_b", "patient_id")
+VIEW_DTYPES = ("float32", "float16")
 _AUGMENT_STREAM = 2  # after pairing's order (0) and pair (1) streams
 
 
@@ -64,6 +68,11 @@ class PairLoaderConfig:
             calling thread). Decompression and the float16 -> float32 cast release the GIL: on
             two idle cores 2 threads read 6.1k ECG/s, 1 thread 3.2k (benchmarks/).
         prefetch_batches: batches buffered ahead per process.
+        views_dtype: ``'float32'`` (default) or ``'float16'``, the dtype of the emitted views.
+            Prepared ECGs are stored as float16, so ``'float16'`` is exact without augmentation
+            and halves the bytes copied and sent to the devices (cast there:
+            :mod:`pclr_jax.data.device_prefetch`); augmented views are rounded to float16.
+            Worker processes always ship float16; the main process then casts to this dtype.
     """
 
     batch_pairs: int
@@ -75,6 +84,7 @@ class PairLoaderConfig:
     worker_count: int = 0
     read_threads: int = 2
     prefetch_batches: int = 2
+    views_dtype: str = "float32"
 
     def __post_init__(self):
         if not isinstance(self.augmentations, AugmentConfig):
@@ -92,6 +102,8 @@ class PairLoaderConfig:
             raise ValueError(f"num_epochs={self.num_epochs} must be positive or None")
         if min(self.worker_count, self.read_threads) < 0 or self.prefetch_batches < 1:
             raise ValueError("worker_count and read_threads must be >= 0, prefetch_batches >= 1")
+        if self.views_dtype not in VIEW_DTYPES:
+            raise ValueError(f"views_dtype={self.views_dtype!r}: expected one of {VIEW_DTYPES}")
 
 
 class RecordReader:
@@ -186,9 +198,9 @@ class PairBatchBuilder:
         }
 
 
-def _views_to_float32(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _cast_views(batch: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
     return {
-        key: value.astype(np.float32) if key in ("view_a", "view_b") else value
+        key: value.astype(dtype) if key in ("view_a", "view_b") else value
         for key, value in batch.items()
     }
 
@@ -229,7 +241,7 @@ def make_pair_dataset(
         config.augmentations,
         process_index,
         process_count,
-        dtype=np.float16 if config.worker_count else np.float32,
+        dtype=np.float16 if config.worker_count else np.dtype(config.views_dtype),
     )
     dataset = (
         grain.MapDataset.range(num_batches)
@@ -246,7 +258,9 @@ def make_pair_dataset(
             grain.MultiprocessingOptions(
                 num_workers=config.worker_count, per_worker_buffer_size=config.prefetch_batches
             )
-        ).map(_views_to_float32)
+        )
+        if config.views_dtype != "float16":
+            dataset = dataset.map(functools.partial(_cast_views, dtype=config.views_dtype))
     return dataset
 
 

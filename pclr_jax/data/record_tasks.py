@@ -19,6 +19,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from pclr_jax.data import copies
 from pclr_jax.data.ingest import Outcome, PrepareSpec, chunked, ordered_parallel_map
 from pclr_jax.leads import STANDARD_LEADS
 from pclr_jax.preprocess import ECGValidationError, prepare_ecg
@@ -123,6 +124,19 @@ def prepare_record(record: ECGRecord, spec: PrepareSpec) -> np.ndarray:
     return ecg.astype(np.float16)
 
 
+def record_fingerprint(record: ECGRecord, spec: PrepareSpec) -> np.ndarray:
+    """The record's :func:`~pclr_jax.data.copies.fingerprint`: its validated mV signal over the
+    span ``spec`` prepares, anti-aliased to ``FINGERPRINT_SAMPLES`` samples whatever the source
+    rate (so the 100 Hz and 500 Hz files of one ECG give nearly equal fingerprints)."""
+    signal = prepare_ecg(
+        record,
+        n_samples=copies.FINGERPRINT_SAMPLES,
+        resample="antialias",
+        expected_duration_s=spec.duration_s,
+    )
+    return copies.fingerprint(signal)
+
+
 def prepare_task(reader: Reader, spec: PrepareSpec, task: Task) -> Outcome:
     """Reads and prepares one task; a bad record gives an :class:`Outcome` with its reason.
 
@@ -145,7 +159,8 @@ def prepare_task(reader: Reader, spec: PrepareSpec, task: Task) -> Outcome:
         ecg = prepare_record(record, spec)
     except ECGValidationError as error:
         return Outcome(record_id, None, float(record.sampling_rate), error.reason, str(error))
-    return Outcome(record_id, ecg, float(record.sampling_rate))
+    fingerprint = record_fingerprint(record, spec)
+    return Outcome(record_id, ecg, float(record.sampling_rate), fingerprint=fingerprint)
 
 
 def prepare_tasks(reader: Reader, spec: PrepareSpec, tasks: Sequence[Task]) -> list[Outcome]:

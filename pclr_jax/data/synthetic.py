@@ -32,6 +32,12 @@ rendering it).
 
 Everything is deterministic for a seed and independent of chunking: each patient has its own
 random streams, keyed by the seed and its id.
+
+The realistic configs add, on streams of their own, look-alike families, visits years apart with
+drifting traits and conditions that change between ECGs, and electrode faults
+(:mod:`pclr_jax.data.synthetic_visits`); the metadata then also says each ECG's years since the
+patient's first, and its faults (``limb_reversal`` 0/1, ``precordial_swap`` -1 or the first of the
+two swapped chest leads, 0 = V1).
 """
 
 from __future__ import annotations

@@ -64,34 +64,107 @@ def read_embeddings(path: str | pathlib.Path) -> EmbeddingTable:
     return EmbeddingTable(ids, features, extra.reset_index(drop=True))
 
 
+class JoinError(ValueError):
+    """No labelled ECG has an embedding: the ``sample_id`` values of the two sides differ."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinCount:
+    """How one embedding source met the label rows on ``sample_id``."""
+
+    name: str
+    n_embeddings: int
+    n_embeddings_labelled: int  # embeddings that found a label row
+    n_labels: int
+    n_labels_embedded: int  # label rows that found an embedding
+    unmatched_embeddings: tuple[str, ...]  # a few ids of each side without a partner
+    unmatched_labels: tuple[str, ...]
+    name_matches: int  # pairs that would match on the last path component alone
+
+    @property
+    def small(self) -> bool:
+        """Fewer than half of each side found a partner."""
+        return (
+            2 * self.n_embeddings_labelled < self.n_embeddings
+            and 2 * self.n_labels_embedded < self.n_labels
+        )
+
+    def describe(self) -> list[str]:
+        lines = [
+            f"{self.name!r}: {self.n_embeddings_labelled:,} of {self.n_embeddings:,} embeddings "
+            f"found a label row; {self.n_labels_embedded:,} of {self.n_labels:,} label rows found "
+            "an embedding"
+        ]
+        if self.n_labels_embedded == 0 or self.small:
+            lines.append(f"  embeddings without labels, e.g. {list(self.unmatched_embeddings)}")
+            lines.append(f"  labels without an embedding, e.g. {list(self.unmatched_labels)}")
+            if self.name_matches > self.n_labels_embedded:
+                lines.append(
+                    f"  {self.name_matches:,} would match on the record name alone (the part "
+                    "after the last '/'): embed with `pclr embed --sample-id name`, or write the "
+                    "label file's ids as paths relative to the folder given to --input"
+                )
+        return lines
+
+
+N_EXAMPLES = 5
+
+
+def _record_name(ids: pd.Series) -> pd.Series:
+    return ids.str.rsplit("/", n=1).str[-1]
+
+
+def count_join(name: str, label_ids: pd.Series, embedding_ids: np.ndarray) -> JoinCount:
+    """How the ``embedding_ids`` of source ``name`` meet the label table's ``label_ids``."""
+    label_ids = label_ids.astype(str)
+    embedding_ids = pd.Series(embedding_ids, dtype=str)
+    labelled = embedding_ids.isin(label_ids)
+    embedded = label_ids.isin(embedding_ids)
+    return JoinCount(
+        name=name,
+        n_embeddings=len(embedding_ids),
+        n_embeddings_labelled=int(labelled.sum()),
+        n_labels=len(label_ids),
+        n_labels_embedded=int(embedded.sum()),
+        unmatched_embeddings=tuple(embedding_ids[~labelled].head(N_EXAMPLES)),
+        unmatched_labels=tuple(label_ids[~embedded].head(N_EXAMPLES)),
+        name_matches=int(_record_name(label_ids).isin(_record_name(embedding_ids)).sum()),
+    )
+
+
 def align(
     table: pd.DataFrame, sources: dict[str, EmbeddingTable]
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[str]]:
     """Keeps the rows of ``table`` (with ``sample_id``) present in every source, in table order.
 
-    Returns the kept table, each source's features in that order, and one note per source or
-    table that lost rows (counts, for the report).
+    Returns the kept table, each source's features in that order, and the report of the join
+    (:class:`JoinCount` lines per source: how many embeddings found a label row and how many
+    label rows an embedding; examples of unmatched ids from both sides when the overlap is empty
+    or small). Raises :class:`JoinError`, with that report, when no row is left.
     """
     ids = table[ID_COLUMN].astype(str)
     if ids.duplicated().any():
         raise ValueError(f"label table: sample_id {ids[ids.duplicated()].iloc[0]!r} appears twice")
     keep = np.ones(len(table), bool)
-    notes = []
+    report = []
     for name, source in sources.items():
-        present = ids.isin(source.sample_ids).to_numpy()
-        if (~present).any():
-            notes.append(f"{(~present).sum():,} labelled samples have no {name!r} embedding")
-        unlabelled = (~pd.Series(source.sample_ids).isin(ids)).sum()
-        if unlabelled:
-            notes.append(f"{unlabelled:,} {name!r} embeddings have no label row")
-        keep &= present
+        report.extend(count_join(name, ids, source.sample_ids).describe())
+        keep &= ids.isin(source.sample_ids).to_numpy()
+    if not keep.any():
+        raise JoinError(
+            "no labelled ECG has an embedding: joined on sample_id,\n"
+            + "\n".join(report)
+            + "\npclr embed names a record found in an --input folder by its path relative to "
+            "that folder, without extension, and a file given by itself by its name (see "
+            "--sample-id); the label file needs a sample_id column with the same ids"
+        )
     kept = table[keep].reset_index(drop=True)
     kept_ids = kept[ID_COLUMN].astype(str)
     features = {}
     for name, source in sources.items():
         position = pd.Series(np.arange(len(source.sample_ids)), index=source.sample_ids)
         features[name] = source.features[position.loc[kept_ids].to_numpy()]
-    return kept, features, notes
+    return kept, features, report
 
 
 def load_split(

@@ -1,11 +1,23 @@
 """Linear probes of frozen embeddings and label-efficiency learning curves.
 
-A linear probe standardises the embedding features and fits, with scikit-learn,
+A linear probe drops the features that are constant on its training rows, clips every feature of
+the rows it scores to the range the training rows span, standardises the features and fits, with
+scikit-learn,
 ``LogisticRegressionCV`` (L2, Newton-Cholesky solver, the inverse regularisation ``C`` chosen by
 cross-validated log loss)
 for binary and multi-class labels, one such model per label for multi-label targets, or ``RidgeCV``
 (``alpha`` chosen by cross-validation) for continuous targets. When patient ids of the training rows
 are given, the cross-validation folds are patient-disjoint as well.
+
+Why drop and clip: the pooled ReLU features of a (randomly initialised) encoder include channels
+that are zero, or nearly, on every training row but not on some test rows. Standardising
+divides by their tiny training spread, so a test row's ordinary value becomes hundreds of
+standard deviations and one absurd prediction sinks the score (an age R^2 of -125 in one repeat
+where the others scored -0.1 to 0.2). A feature constant on the training rows carries no
+information for the fit and is dropped (``VarianceThreshold``); clipping
+(``MinMaxScaler(clip=True)``, an affine map, so the standardised values are those of the clipped
+features) means the probe never extrapolates beyond what its training rows showed. Rows within
+the training range are scored exactly as without clipping.
 
 ``learning_curve`` repeats, for several training-set sizes and several embedding sources side by
 side, a patient-disjoint split into a test set and a training pool, fits on nested random subsets
@@ -27,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_selection import VarianceThreshold
 from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 from sklearn.model_selection import (
     GroupKFold,
@@ -36,7 +49,7 @@ from sklearn.model_selection import (
     StratifiedKFold,
 )
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from pclr_jax.evaluation.metrics import METRICS, bootstrap_metrics, point_metrics
@@ -230,7 +243,11 @@ def _fit_one(x, y, kind, groups, cv, cs, alphas, seed, max_iter, blas_threads) -
             use_legacy_attributes=False,
             random_state=seed,
         )
-    model = make_pipeline(StandardScaler(), estimator)
+    if not (np.ptp(x, axis=0) > 0).any():
+        raise ProbeError(f"every feature is constant on the {len(x)} training rows")
+    model = make_pipeline(
+        VarianceThreshold(0.0), MinMaxScaler(clip=True), StandardScaler(), estimator
+    )
     with warnings.catch_warnings(), threadpool_limits(blas_threads, user_api="blas"):
         # The weakest penalties of the grid may stop short of full convergence on separable
         # folds; the held-out log loss that picks C judges those fits as they are.
@@ -528,28 +545,74 @@ def learning_curve(
     )
 
 
+# A repeat is an outlier when its modified z-score exceeds this (Iglewicz and Hoaglin 1993).
+OUTLIER_Z = 3.5
+MIN_REPEATS_FOR_OUTLIERS = 3
+
+
+def modified_z_scores(values: np.ndarray) -> np.ndarray:
+    """Iglewicz and Hoaglin's modified z-scores ``0.6745 (x - median) / MAD`` of ``values`` (n,);
+    when the median absolute deviation is 0, ``(x - median) / (1.2533 * mean absolute
+    deviation)``; all zeros when every value is the same."""
+    values = np.asarray(values, np.float64)
+    deviation = np.abs(values - np.median(values))
+    mad = np.median(deviation)
+    if mad > 0:
+        return 0.6745 * deviation / mad
+    mean_ad = deviation.mean()
+    return deviation / (1.253314 * mean_ad) if mean_ad > 0 else np.zeros_like(values)
+
+
+def outlier_repeats(results: pd.DataFrame) -> pd.Series:
+    """Boolean per row of ``results``: its value is an outlier among the repeats of the same
+    (task, metric, size, source): modified z-score above :data:`OUTLIER_Z`, with at least
+    :data:`MIN_REPEATS_FOR_OUTLIERS` finite repeats."""
+    flags = pd.Series(False, index=results.index)
+    for _, part in results.groupby(["task", "metric", "size_label", "source"], sort=False):
+        values = part["value"].to_numpy(np.float64)
+        finite = np.isfinite(values)
+        if finite.sum() >= MIN_REPEATS_FOR_OUTLIERS:
+            z = np.zeros(len(values))
+            z[finite] = modified_z_scores(values[finite])
+            flags[part.index] = z > OUTLIER_Z
+    return flags
+
+
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over repeats: one row per (task, metric, size_label, source)
-    with columns mean, std, repeats, size (mean training rows)."""
-    grouped = results.groupby(["task", "metric", "size_label", "source"], sort=False)
+    with columns mean, std, repeats, size (mean training rows), outliers (how many repeats
+    :func:`outlier_repeats` flags), mean_kept and std_kept (without them)."""
+    flagged = results.assign(
+        _outlier=outlier_repeats(results),
+        _kept=results["value"].where(~outlier_repeats(results)),
+    )
+    grouped = flagged.groupby(["task", "metric", "size_label", "source"], sort=False)
     table = grouped.agg(
         mean=("value", "mean"),
         std=("value", "std"),
         repeats=("value", "size"),
         size=("size", "mean"),
+        outliers=("_outlier", "sum"),
+        mean_kept=("_kept", "mean"),
+        std_kept=("_kept", "std"),
     )
     return table.reset_index().sort_values(["task", "metric", "size", "source"], ignore_index=True)
 
 
 def format_summary(results: pd.DataFrame) -> str:
-    """A text table, one block per task and metric: sizes down, sources across, ``mean ± sd``."""
+    """A text table, one block per task and metric: sizes down, sources across, ``mean ± sd``.
+
+    A cell with outlier repeats (:func:`outlier_repeats`) is marked ``*``; a note under the
+    tables lists those repeats and the cell without them.
+    """
     table = summarize(results)
+    flags = outlier_repeats(results)
     blocks = []
     for (task, metric), part in table.groupby(["task", "metric"], sort=False):
         cells = part.assign(
             cell=[
-                f"{m:.3f}" + ("" if np.isnan(s) else f" ± {s:.3f}")
-                for m, s in zip(part["mean"], part["std"], strict=True)
+                f"{m:.3f}" + ("" if np.isnan(s) else f" ± {s:.3f}") + (" *" if o else "")
+                for m, s, o in zip(part["mean"], part["std"], part["outliers"], strict=True)
             ]
         )
         pivot = cells.pivot_table(
@@ -557,4 +620,22 @@ def format_summary(results: pd.DataFrame) -> str:
         )
         pivot.index.name = f"{task} {metric} / n"
         blocks.append(pivot.to_string())
+    if flags.any():
+        notes = [
+            f"* outlier repeats (modified z-score 0.6745 |x - median| / MAD > {OUTLIER_Z} among "
+            "the repeats of a cell; Iglewicz and Hoaglin), included in the mean above:"
+        ]
+        kept = table.set_index(["task", "metric", "size_label", "source"])
+        for key, part in results[flags].groupby(
+            ["task", "metric", "size_label", "source"], sort=False
+        ):
+            row = kept.loc[key]
+            repeats = ", ".join(
+                f"repeat {r} = {v:.3f}" for r, v in zip(part["repeat"], part["value"], strict=True)
+            )
+            notes.append(
+                f"  {key[0]} {key[1]} n={key[2]} {key[3]}: {repeats}; without: "
+                f"{row['mean_kept']:.3f} ± {row['std_kept']:.3f}"
+            )
+        blocks.append("\n".join(notes))
     return "\n\n".join(blocks)

@@ -13,7 +13,8 @@ once ``1 / t`` exceeds about 88 (and its users report NaN losses). With all-dist
 is CLOCS' value exactly, ``(loss_diag1 + loss_diag2) / 2``. With repeated patients CLOCS averages
 its extra same-patient pairs in separate terms, upper triangle by rows and lower triangle by
 columns; here every anchor averages over all of its positives and both directions are symmetric.
-``contrastive_accuracy``: fraction of anchors whose best match in the other view is the patient.
+``contrastive_accuracy``: fraction of anchors whose best match in the other view is the patient
+(a strict arg-max: of tied columns the first in global order counts, as ``argmax`` does).
 """
 
 from __future__ import annotations

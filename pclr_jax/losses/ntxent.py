@@ -9,8 +9,10 @@ against ``[b . a, b . b]``. The loss is the SUM of the two directions' mean cros
     loss = mean_i CE([ab_i, aa_i], i) + mean_i CE([ba_i, bb_i], i)
 
 ``contrastive_accuracy`` is the fraction of the ``2G`` rows whose arg-max column is the label (the
-mean of ml4h's two ``simclr_accuracy`` terms). Patient ids are not used: every other row is a
-negative, as in PCLR, whose loader puts each patient in a batch at most once.
+mean of ml4h's two ``simclr_accuracy`` terms, ties included: the first maximum in ml4h's column
+order ``[other view, own view]`` counts, so a collapsed batch scores ``1/G``, not 1). Patient ids
+are not used: every other row is a negative, as in PCLR, whose loader puts each patient in a batch
+at most once.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def ntxent(
         temperature=temperature,
         query_positions=views.query_positions,
         key_positions=views.key_positions,
+        query_rank_offsets=views.query_rank_offsets,
         chunk_size=chunk_size,
     )
     # Each view's rows are half of the queries: mean over view a + mean over view b.

@@ -11,7 +11,10 @@ negative)::
 
 The two directions are summed as in PCLR's NT-Xent, so with all-distinct patients ``|P(i)| = 1``
 and the loss EQUALS ``ntxent`` (same value and gradients). ``contrastive_accuracy``: fraction of
-anchors whose highest-scoring other projection belongs to the same patient.
+anchors whose highest-scoring other projection belongs to the same patient, ties broken as in
+ml4h's ``simclr_accuracy`` (the first maximum over the other view's columns, then its own view's),
+so that it equals ``ntxent``'s accuracy with distinct patients and a collapsed batch scores the
+chance rate, not 1.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def patient_supcon(
         temperature=temperature,
         query_positions=views.query_positions,
         key_positions=views.key_positions,
+        query_rank_offsets=views.query_rank_offsets,
         chunk_size=chunk_size,
     )
     loss = 2.0 * jnp.mean(stats.mean_positive_nll())

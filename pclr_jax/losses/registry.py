@@ -153,5 +153,8 @@ def _check_common_hparams(name: str, hparams: Mapping[str, Any]) -> None:
     if "temperature" in hparams and not hparams["temperature"] > 0:
         raise ValueError(f"loss {name!r}: temperature must be > 0, got {hparams['temperature']!r}")
     chunk = hparams.get("chunk_size")
-    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-        raise ValueError(f"loss {name!r}: chunk_size must be None or an int >= 1, got {chunk!r}")
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0):
+        raise ValueError(
+            f"loss {name!r}: chunk_size must be None (automatic), 0 (dense) or an int >= 1, "
+            f"got {chunk!r}"
+        )

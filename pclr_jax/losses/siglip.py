@@ -9,8 +9,9 @@ the same patient and ``-1`` otherwise::
 
 (a sum over columns, a mean over the ``G`` anchor rows, as in the paper). The initial values
 ``T = 10`` and ``b = -10`` are the paper's; they are hyper-parameters of :func:`siglip_init_params`.
-Metrics: ``contrastive_accuracy`` (the best view-b match of an a-row is the same patient),
-``temperature`` and ``bias``.
+Metrics: ``contrastive_accuracy`` (the best view-b match of an a-row is the same patient; a strict
+arg-max, ties to the first column in global order as ``argmax`` does), ``temperature`` and
+``bias``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from pclr_jax.losses.similarity import (
+    HIGHEST,
+    TopOne,
     check_views,
+    column_keys,
+    empty_top_one,
     gather_rows,
     l2_normalize,
     scan_column_blocks,
+    update_top_one,
 )
 
 
@@ -44,8 +49,7 @@ def siglip_init_params(
 
 class _SigmoidRows(NamedTuple):
     nll: jax.Array
-    positive_max: jax.Array
-    row_max: jax.Array
+    top_one: TopOne
 
 
 def siglip(
@@ -73,27 +77,24 @@ def siglip(
         "keys": gather_rows(l2_normalize(z_b.astype(jnp.float32)), axis_name),
         "ids": gather_rows(ids, axis_name),
     }
+    columns["index"] = jnp.arange(columns["ids"].shape[0], dtype=jnp.int32)
 
     def body(carry: _SigmoidRows, block: dict[str, jax.Array]) -> _SigmoidRows:
-        logits = scale * jnp.dot(x, block["keys"].T) + bias
+        logits = scale * jnp.dot(x, block["keys"].T, precision=HIGHEST) + bias
         positive = ids[:, None] == block["ids"][None, :]
         signs = jnp.where(positive, 1.0, -1.0)
         valid = block["valid"][None, :]
         nll = -jnp.sum(jnp.where(valid, jax.nn.log_sigmoid(signs * logits), 0.0), axis=1)
-        neg_inf = jnp.float32(-jnp.inf)
-        scores = lax.stop_gradient(jnp.where(valid, logits, neg_inf))
+        scores = jnp.where(valid, logits, jnp.float32(-jnp.inf))
+        keys = column_keys(block["index"], None)
         return _SigmoidRows(
             nll=carry.nll + nll,
-            positive_max=jnp.maximum(
-                carry.positive_max, jnp.max(jnp.where(positive, scores, neg_inf), axis=1)
-            ),
-            row_max=jnp.maximum(carry.row_max, jnp.max(scores, axis=1)),
+            top_one=update_top_one(carry.top_one, scores, keys, positive & valid),
         )
 
     n = x.shape[0]
-    empty = jnp.full((n,), -jnp.inf, jnp.float32)
-    init = _SigmoidRows(jnp.zeros((n,), jnp.float32), empty, empty)
+    init = _SigmoidRows(jnp.zeros((n,), jnp.float32), empty_top_one(n))
     rows = scan_column_blocks(body, init, columns, chunk_size)
-    accuracy = jnp.mean((rows.positive_max >= rows.row_max).astype(jnp.float32))
+    accuracy = jnp.mean(rows.top_one.positive.astype(jnp.float32))
     metrics = {"contrastive_accuracy": accuracy, "temperature": scale, "bias": bias}
     return jnp.mean(rows.nll), metrics

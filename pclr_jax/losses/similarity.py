@@ -25,6 +25,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+# Similarities run at full float32 precision on every backend (TF32 or one bf16 pass, the
+# defaults of recent GPUs and TPUs, would blur logits divided by a small temperature); they are
+# a tiny share of a step's work.
+HIGHEST = lax.Precision.HIGHEST
+
+# Above this many (query, column) logits the dense path would hold several (n, m) float32 arrays
+# of over 256 MiB each (logits, masks, softmax and their gradients): contrastive_row_stats then
+# walks the columns in blocks by itself (auto_chunk_size), unless the caller chose a chunk_size.
+DENSE_MAX_ELEMENTS = 2**26
+
 # tf.math.l2_normalize's default: x / sqrt(max(sum(x ** 2), 1e-12)).
 L2_EPSILON = 1e-12
 
@@ -95,34 +105,95 @@ def scan_column_blocks(
         ``'valid'``, a boolean ``(block_columns,)`` mask that is False on padding.
       init: the initial carry (a pytree of per-query arrays).
       columns: arrays whose leading axis is the column axis (length ``m``).
-      chunk_size: None for one dense block of all ``m`` columns; otherwise the columns are padded
-        to a multiple of ``chunk_size`` and scanned block by block with a checkpointed body, so
-        that automatic differentiation recomputes each block rather than storing it.
+      chunk_size: None or 0 for one dense block of all ``m`` columns; otherwise the columns are
+        padded to a multiple of ``chunk_size`` and scanned block by block with a checkpointed
+        body, so that automatic differentiation recomputes each block rather than storing it.
 
     Returns:
       The final carry.
     """
     m = jax.tree.leaves(columns)[0].shape[0]
-    if chunk_size is None or chunk_size >= m:
+    if not chunk_size or chunk_size >= m:
         return body(init, {**columns, "valid": jnp.ones((m,), bool)})
     step = jax.checkpoint(lambda carry, block: (body(carry, block), None))
     return _scan_blocks(step, init, _column_blocks(columns, chunk_size))[0]
 
 
+class TopOne(NamedTuple):
+    """The arg-max column of each query row so far, ``(queries,)``, with ml4h's tie rule.
+
+    ``score``: the highest admissible logit; ``key``: the tie-break key of the first column that
+    reaches it (the smallest key wins, as ``argmax`` returns the first maximum); ``positive``:
+    whether that column is a positive of the row.
+    """
+
+    score: jax.Array
+    key: jax.Array
+    positive: jax.Array
+
+
+# Tie-break keys stay below this; it also marks "no column yet".
+_NO_KEY = 2**31 - 1
+# Added to the key of a column that precedes the row's rank offset, so that it sorts after all
+# columns from the offset on (column indices stay far below it).
+_WRAP = 2**30
+
+
+def empty_top_one(n: int) -> TopOne:
+    """:class:`TopOne` of ``n`` rows that have seen no column."""
+    return TopOne(
+        score=jnp.full((n,), -jnp.inf, jnp.float32),
+        key=jnp.full((n,), _NO_KEY, jnp.int32),
+        positive=jnp.zeros((n,), bool),
+    )
+
+
+def column_keys(column_index: jax.Array, rank_offsets: jax.Array | None) -> jax.Array:
+    """Tie-break keys ``(n, c)`` of the columns ``column_index`` ``(c,)`` for ``(n,)`` row offsets.
+
+    A row with offset ``o`` ranks its columns ``o, o + 1, ..., m - 1, 0, ..., o - 1``: ml4h scores
+    a view-a row against ``[b, a]`` and a view-b row against ``[a, b]``, which over the columns
+    ``[a; b]`` is offset ``G`` for view a and ``0`` for view b. None: offset 0 for every row.
+    """
+    keys = column_index[None, :].astype(jnp.int32)
+    if rank_offsets is None:
+        return keys
+    return keys + jnp.where(column_index[None, :] < rank_offsets[:, None], _WRAP, 0)
+
+
+def update_top_one(
+    carry: TopOne, scores: jax.Array, keys: jax.Array, positive: jax.Array
+) -> TopOne:
+    """``carry`` after one block of columns: ``scores`` ``(n, c)`` (-inf where inadmissible),
+    their tie-break ``keys`` and ``positive`` masks. A strict arg-max: a block's maximum replaces
+    the carry's when it is higher, or equal with a smaller key (so a tie never counts as correct
+    unless the positive is the first maximal column, as in ml4h's ``simclr_accuracy``)."""
+    scores = lax.stop_gradient(scores)
+    block_score = jnp.max(scores, axis=1)
+    at_max = scores == block_score[:, None]
+    block_key = jnp.min(jnp.where(at_max, keys, _NO_KEY), axis=1)
+    block_positive = jnp.any(positive & at_max & (keys == block_key[:, None]), axis=1)
+    take = (block_score > carry.score) | ((block_score == carry.score) & (block_key < carry.key))
+    return TopOne(
+        score=jnp.where(take, block_score, carry.score),
+        key=jnp.where(take, block_key, carry.key),
+        positive=jnp.where(take, block_positive, carry.positive),
+    )
+
+
 class RowStats(NamedTuple):
     """Per-query statistics of the logits over the admissible (non-self) columns, ``(queries,)``.
 
-    ``logsumexp`` over every admissible column; ``positive_sum``, ``positive_count`` and
-    ``positive_max``: sum, number and maximum of the logits of the positive columns (same id, not
-    self); ``row_max``: maximum logit over every admissible column (so the top-1 column is a
-    positive exactly when ``positive_max >= row_max``).
+    ``logsumexp`` over every admissible column; ``positive_sum`` and ``positive_count``: sum and
+    number of the logits of the positive columns (same id, not self); ``row_max``: maximum logit
+    over every admissible column; ``top_one``: the arg-max column (:class:`TopOne`).
     """
 
     logsumexp: jax.Array
     positive_sum: jax.Array
     positive_count: jax.Array
-    positive_max: jax.Array
     row_max: jax.Array
+    top_one: TopOne
 
     def mean_positive_nll(self) -> jax.Array:
         """``-(1/|P|) sum_p log softmax(p)`` per query: the multi-positive cross-entropy."""
@@ -130,23 +201,26 @@ class RowStats(NamedTuple):
         return self.logsumexp - self.positive_sum / count
 
     def top1_is_positive(self) -> jax.Array:
-        """1.0 where the highest-scoring admissible column is a positive, else 0.0."""
-        return (self.positive_max >= self.row_max).astype(jnp.float32)
+        """1.0 where the arg-max admissible column (ties: the first in the row's rank order) is a
+        positive, else 0.0. A fully collapsed batch scores the chance rate, not 1."""
+        return self.top_one.positive.astype(jnp.float32)
 
 
 class _Rows(NamedTuple):
-    """The query side of :func:`contrastive_row_stats` (positions None: no self-exclusion)."""
+    """The query side of :func:`contrastive_row_stats` (positions None: no self-exclusion;
+    rank_offsets None: ties go to the lowest column index)."""
 
     queries: jax.Array
     ids: jax.Array
     positions: jax.Array | None
+    rank_offsets: jax.Array | None
 
 
 def _block_logits(
     rows: _Rows, block: dict[str, jax.Array], temperature: float
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Logits ``(n, c)`` of one column block and its admissible (not self) and positive masks."""
-    logits = jnp.dot(rows.queries, block["keys"].T) / temperature
+    logits = jnp.dot(rows.queries, block["keys"].T, precision=HIGHEST) / temperature
     admissible = jnp.broadcast_to(block["valid"][None, :], logits.shape)
     if rows.positions is not None:
         admissible = admissible & (rows.positions[:, None] != block["positions"][None, :])
@@ -160,7 +234,8 @@ def _accumulate(
     """``carry`` updated with one column block (online logsumexp; maxima as constants)."""
     logits, admissible, positive = _block_logits(rows, block, temperature)
     neg_inf = jnp.float32(-jnp.inf)
-    block_max = lax.stop_gradient(jnp.max(jnp.where(admissible, logits, neg_inf), axis=1))
+    scores = jnp.where(admissible, logits, neg_inf)
+    block_max = lax.stop_gradient(jnp.max(scores, axis=1))
     new_max = jnp.maximum(carry.row_max, block_max)
     # A row with no admissible column yet keeps max -inf; shift by 0 there to avoid inf - inf.
     shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
@@ -168,22 +243,20 @@ def _accumulate(
     total = jnp.exp(carry.logsumexp - shift) + block_sum
     # log(0) has an infinite derivative (times a zero one: NaN): keep it out of the graph.
     has_mass = total > 0
-    positive_logits = jnp.where(positive, logits, neg_inf)
+    keys = column_keys(block["index"], rows.rank_offsets)
     return RowStats(
         logsumexp=jnp.where(has_mass, shift + jnp.log(jnp.where(has_mass, total, 1.0)), neg_inf),
         positive_sum=carry.positive_sum + jnp.sum(jnp.where(positive, logits, 0.0), axis=1),
         positive_count=carry.positive_count + jnp.sum(positive, axis=1, dtype=jnp.float32),
-        positive_max=jnp.maximum(
-            carry.positive_max, lax.stop_gradient(jnp.max(positive_logits, axis=1))
-        ),
         row_max=new_max,
+        top_one=update_top_one(carry.top_one, scores, keys, positive),
     )
 
 
 def _empty_stats(n: int) -> RowStats:
-    empty = jnp.full((n,), -jnp.inf, jnp.float32)
     zeros = jnp.zeros((n,), jnp.float32)
-    return RowStats(empty, zeros, zeros, empty, empty)
+    empty = jnp.full((n,), -jnp.inf, jnp.float32)
+    return RowStats(empty, zeros, zeros, empty, empty_top_one(n))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -219,14 +292,15 @@ def _chunked_backward(
         logits, admissible, positive = _block_logits(rows, block, temperature)
         probs = jnp.where(admissible, jnp.exp(logits - logsumexp[:, None]), 0.0)
         d_logits = (g_lse * probs + jnp.where(positive, g_pos, 0.0)) / temperature
-        return d_queries + d_logits @ block["keys"], d_logits.T @ rows.queries
+        d_block_queries = jnp.matmul(d_logits, block["keys"], precision=HIGHEST)
+        return d_queries + d_block_queries, jnp.matmul(d_logits.T, rows.queries, precision=HIGHEST)
 
     blocks = _column_blocks(columns, chunk_size)
     d_queries, d_key_blocks = _scan_blocks(step, jnp.zeros_like(rows.queries), blocks)
     m = columns["keys"].shape[0]
     d_keys = d_key_blocks.reshape((-1,) + d_key_blocks.shape[2:])[:m]
     no_grad = lambda tree: jax.tree.map(lambda _: None, tree)
-    d_rows = _Rows(d_queries, None, None)
+    d_rows = _Rows(d_queries, None, None, None)
     d_columns = {**no_grad(columns), "keys": d_keys}
     return d_rows, d_columns
 
@@ -243,6 +317,7 @@ def contrastive_row_stats(
     temperature: float,
     query_positions: jax.Array | None = None,
     key_positions: jax.Array | None = None,
+    query_rank_offsets: jax.Array | None = None,
     chunk_size: int | None = None,
 ) -> RowStats:
     """Logits ``queries @ keys.T / temperature`` reduced per query row, densely or block by block.
@@ -256,10 +331,14 @@ def contrastive_row_stats(
       query_positions, key_positions: ``(n,)``, ``(m,)`` int32 global positions; a column whose
         position equals the row's is the row itself and is excluded (the ``-1e9`` mask of SimCLR).
         None (both) when queries and keys are disjoint sets.
-      chunk_size: None for the dense ``(n, m)`` computation, differentiated by JAX; else the
-        number of columns per block: a ``lax.scan`` with an online logsumexp forward and a custom
-        VJP that recomputes each block's logits backward, so that neither pass holds more than a
-        few ``(n, chunk_size)`` arrays.
+      query_rank_offsets: ``(n,)`` int32, the column each row's tie-break order starts from
+        (:func:`column_keys`); None: column order. Only ``top1_is_positive`` depends on it.
+      chunk_size: None for the dense ``(n, m)`` computation, differentiated by JAX, up to
+        ``n * m = DENSE_MAX_ELEMENTS`` logits and blocks of :func:`auto_chunk_size` columns
+        above; 0 for the dense computation at any size; else the number of columns per block:
+        a ``lax.scan`` with an online logsumexp forward and a custom VJP that recomputes each
+        block's logits backward, so that neither pass holds more than a few ``(n, chunk_size)``
+        arrays.
 
     Returns:
       :class:`RowStats`; the maxima are constants for differentiation (the logsumexp's gradient is
@@ -267,15 +346,27 @@ def contrastive_row_stats(
     """
     if (query_positions is None) != (key_positions is None):
         raise ValueError("give both query_positions and key_positions, or neither")
-    rows = _Rows(queries, query_ids, query_positions)
-    columns = {"keys": keys, "ids": key_ids}
+    m = keys.shape[0]
+    rows = _Rows(queries, query_ids, query_positions, query_rank_offsets)
+    columns = {"keys": keys, "ids": key_ids, "index": jnp.arange(m, dtype=jnp.int32)}
     if key_positions is not None:
         columns["positions"] = key_positions
-    m = keys.shape[0]
-    if chunk_size is None or chunk_size >= m:
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(queries.shape[0], m)
+    if not chunk_size or chunk_size >= m:
         dense = {**columns, "valid": jnp.ones((m,), bool)}
         return _accumulate(_empty_stats(queries.shape[0]), rows, dense, temperature)
     return _chunked_row_stats(rows, columns, temperature, chunk_size)
+
+
+def auto_chunk_size(n: int, m: int, max_elements: int | None = None) -> int | None:
+    """Columns per block for ``n`` queries against ``m`` columns when no ``chunk_size`` is given:
+    ``None`` (dense) while ``n * m <= max_elements`` (default ``DENSE_MAX_ELEMENTS``), else the
+    largest power of two with ``n * chunk <= max_elements`` (at least 1)."""
+    max_elements = DENSE_MAX_ELEMENTS if max_elements is None else max_elements
+    if n * m <= max_elements:
+        return None
+    return 1 << max(0, (max_elements // max(n, 1)).bit_length() - 1)
 
 
 def check_views(z_a: jax.Array, z_b: jax.Array, patient_ids: jax.Array) -> None:
@@ -297,6 +388,8 @@ class TwoViews(NamedTuple):
     ``(2 G, dim)``, all L2-normalised float32. Positions index the columns (``a_j`` is ``j``,
     ``b_j`` is ``G + j``; a query's position is its own column), ``*_pairs`` the global pair index
     ``j`` and ``*_patients`` the patient id, each ``(2 n,)`` or ``(2 G,)`` int32.
+    ``query_rank_offsets`` ``(2 n,)``: ml4h's column order for the accuracy's ties, the other
+    view first (``G`` for view-a rows, ``0`` for view-b rows; :func:`column_keys`).
     """
 
     queries: jax.Array
@@ -307,6 +400,7 @@ class TwoViews(NamedTuple):
     key_pairs: jax.Array
     query_patients: jax.Array
     key_patients: jax.Array
+    query_rank_offsets: jax.Array
 
 
 def two_view_layout(
@@ -330,4 +424,5 @@ def two_view_layout(
         key_pairs=jnp.tile(global_pairs, 2),
         query_patients=jnp.tile(patient_ids.astype(jnp.int32), 2),
         key_patients=jnp.tile(global_patients, 2),
+        query_rank_offsets=jnp.repeat(jnp.array([g, 0], jnp.int32), n),
     )

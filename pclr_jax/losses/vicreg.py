@@ -8,7 +8,12 @@ A non-contrastive baseline on the raw projections ``x = z_a``, ``y = z_b`` (no n
     covariance = ( sum_{d != e} Cov(x)_de ** 2 + sum_{d != e} Cov(y)_de ** 2 ) / D
     loss = 25 invariance + 25 variance + 1 covariance
 
-with unbiased (``G - 1``) variances and covariances, as in the authors' code. Under sharding the
+with unbiased (``G - 1``) variances and covariances, as in the authors' code (``main_vicreg.py``),
+which departs from the paper's equations in two places: the invariance term is a MEAN over the
+``D`` dimensions where Eq. 5 sums over them (a factor ``D``), and the variance term is the mean of
+the two views' terms (halved) where Algorithm 1 adds them. The off-diagonal sum is taken over the
+off-diagonal squares directly, as the official code does; ``sum(Cov ** 2) - sum(diag ** 2)``
+cancels catastrophically in float32 once variances are large. Under sharding the
 invariance term is this device's local mean (its ``pmean`` is the global mean) and the variance and
 covariance use GLOBAL moments: the batch mean and the ``D x D`` scatter matrix are summed over
 devices with ``lax.psum``, so every device holds the same global value of those two terms.
@@ -33,7 +38,7 @@ def _global_covariance(x: jax.Array, axis_name: str | None) -> jax.Array:
     if axis_name is not None:
         total = lax.psum(total, axis_name)
     centred = x - total / g
-    scatter = centred.T @ centred
+    scatter = jnp.matmul(centred.T, centred, precision=lax.Precision.HIGHEST)
     if axis_name is not None:
         scatter = lax.psum(scatter, axis_name)
     return scatter / (g - 1)
@@ -46,8 +51,8 @@ def _variance_and_covariance_terms(
     dim = x.shape[1]
     variances = jnp.diagonal(cov)
     variance_term = jnp.mean(jax.nn.relu(1.0 - jnp.sqrt(variances + epsilon)))
-    off_diagonal_sq = jnp.sum(cov**2) - jnp.sum(variances**2)
-    return variance_term, off_diagonal_sq / dim
+    off_diagonal = jnp.where(jnp.eye(dim, dtype=bool), 0.0, cov)
+    return variance_term, jnp.sum(off_diagonal**2) / dim
 
 
 def vicreg(

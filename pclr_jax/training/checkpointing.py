@@ -9,11 +9,16 @@ A checkpoint directory ``<workdir>/checkpoints/<step>/`` holds three items:
 Saves are asynchronous; the manager keeps the latest ``keep`` checkpoints plus, when asked, the
 one with the best validation retrieval (``retrieval_top1``). A save interrupted by a crash never
 becomes visible: Orbax writes into a temporary directory and renames it when complete.
+
+With several processes, every process calls ``save_checkpoint`` and ``restore_latest`` at the
+same steps (Orbax's default multiprocessing options: all processes take part in its barriers,
+process 0 is the primary host that creates and commits the directory; each process writes its
+own loader state, ``loader/process_<i>-of-<n>.json``). The workdir must therefore be shared.
 """
 
 from __future__ import annotations
 
-import pathlib
+import os
 from typing import Any
 
 import grain
@@ -21,11 +26,13 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from pclr_jax.storage import as_path
+
 BEST_METRIC = "retrieval_top1"
 
 
 def make_checkpoint_manager(
-    workdir: str | pathlib.Path, keep: int, keep_best: bool
+    workdir: str | os.PathLike, keep: int, keep_best: bool
 ) -> ocp.CheckpointManager:
     """A manager over ``<workdir>/checkpoints`` keeping the last ``keep`` (and the best) steps."""
     preserve: list[policies.PreservationPolicy] = [policies.LatestN(n=keep)]
@@ -43,7 +50,7 @@ def make_checkpoint_manager(
         enable_async_checkpointing=True,
         cleanup_tmp_directories=True,
     )
-    directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    directory = as_path(workdir) / "checkpoints"
     return ocp.CheckpointManager(
         directory, options=options, item_names=("state", "loader", "config")
     )

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import jax
 import ml_collections
+from etils import epath
 
 from pclr_jax.data.prepared import prepared_directory
+from pclr_jax.storage import check_visible_everywhere, flags_of_all_processes
 
 GENERATED = ("pclr_synthetic",)
 
@@ -18,17 +20,29 @@ GENERATED = ("pclr_synthetic",)
 def ensure_prepared(data: ml_collections.ConfigDict, n_samples: int) -> None:
     """Prepares ``data.name/data.config`` in ``data.data_dir`` if it is generated and missing.
 
+    With several processes, process 0 prepares and every process must then see the files: a host
+    whose ``data_dir`` is not shared with process 0's fails at once, in every process, with a
+    message (rather than a ``FileNotFoundError`` on that host and a hang on the others). Data sets
+    are not prepared per host, because real ones are prepared by ``pclr prepare`` beforehand and
+    a shared copy guarantees that every host reads the same version.
+
     Raises:
         FileNotFoundError: a data set from files is not prepared (the message says how to).
+        RuntimeError: some processes see the prepared data set and others do not.
         ValueError: the prepared ECGs have another length than the model's ``n_samples``.
     """
-    try:
-        directory = prepared_directory(data.name, data.data_dir, data.config)
-    except FileNotFoundError:
+    directory = _find(data)
+    if not flags_of_all_processes(directory is not None).any():
         if not (data.prepare_if_missing and data.name in GENERATED):
-            raise
+            prepared_directory(data.name, data.data_dir, data.config)  # raises, saying how to
         _prepare(data)
-        directory = prepared_directory(data.name, data.data_dir, data.config)
+        directory = _find(data)
+    check_visible_everywhere(
+        directory is not None,
+        f"the prepared data set {data.name}/{data.config} in data_dir={data.data_dir}",
+        "process 0 sees it, so data_dir is not shared: put it on storage every host shares "
+        "(gs://, NFS) or prepare the same data set on every host",
+    )
     from pclr_jax.data.prepared import load_prepared
 
     prepared = load_prepared(data.name, data.train_split, data.data_dir, data.config)
@@ -40,13 +54,24 @@ def ensure_prepared(data: ml_collections.ConfigDict, n_samples: int) -> None:
         )
 
 
+def _find(data: ml_collections.ConfigDict) -> epath.Path | None:
+    """The prepared data set's directory as this process sees it, or ``None``."""
+    try:
+        return prepared_directory(data.name, data.data_dir, data.config)
+    except FileNotFoundError:
+        return None
+
+
 def _prepare(data: ml_collections.ConfigDict) -> None:
     """Generates the data set on process 0; other processes wait for it."""
     from jax.experimental import multihost_utils
 
     if jax.process_index() == 0:
+        import tensorflow_datasets as tfds
+
         from pclr_jax.data.builders import BUILDERS
 
+        tfds.disable_progress_bar()  # the builders report progress themselves (pclr_jax.progress)
         print(f"preparing {data.name}/{data.config} in {data.data_dir} (first use)")
         BUILDERS[data.name](config=data.config, data_dir=data.data_dir).download_and_prepare()
     multihost_utils.sync_global_devices(f"prepared {data.name}/{data.config}")

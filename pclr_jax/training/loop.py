@@ -9,25 +9,24 @@ Everything a run writes lives in ``workdir``:
 * ``summary.json``: the final evaluation beside a randomly initialised encoder.
 
 A run started on a workdir that holds a checkpoint resumes from it, on exactly the next batch.
-SIGTERM or SIGINT saves a checkpoint and exits cleanly; a non-finite loss stops the run with
+SIGTERM or SIGINT, reaching any process, saves a checkpoint at a step all processes agree on
+(``training/preemption.py``) and exits cleanly; a non-finite loss stops the run with
 ``NonFiniteLossError`` and leaves the last good checkpoint untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import pathlib
-import signal
-import time
+import os
 
 import jax
 import ml_collections
 import numpy as np
 import pandas as pd
-import tqdm
+from etils import epath
 
-from pclr_jax.data.loader import PairLoaderConfig, make_pair_loader, to_global_batch
 from pclr_jax.data.prepared import load_prepared
 from pclr_jax.distributed import make_mesh, maybe_initialize_distributed
 from pclr_jax.encoder_checkpoint import save_encoder
@@ -35,6 +34,8 @@ from pclr_jax.keras_export import write_keras_h5
 from pclr_jax.losses import get_loss
 from pclr_jax.model import EncoderConfig, init_variables
 from pclr_jax.optimizers import make_optimizer
+from pclr_jax.progress import Progress
+from pclr_jax.storage import as_path, check_shared, write_through_local_file
 from pclr_jax.train_state import create_train_state
 from pclr_jax.train_step import make_embed_fn, make_train_step
 from pclr_jax.training import checkpointing
@@ -47,6 +48,9 @@ from pclr_jax.training.evaluation import (
     retrieval_metrics,
 )
 from pclr_jax.training.metric_log import MetricLog, plot_curves
+from pclr_jax.training.preemption import StopAgreement
+from pclr_jax.training.step_metrics import InputStallMeter, LateMetrics
+from pclr_jax.training.train_feed import make_train_feed
 
 log = logging.getLogger(__name__)
 
@@ -55,36 +59,21 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the last good checkpoint was kept."""
 
 
-class _StopRequest:
-    """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
-
-    def __init__(self):
-        self.signal_name: str | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.signal_name = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def encoder_variables(state) -> dict:
     """The encoder's ``{'params', 'batch_stats'}`` out of a train state (head included)."""
     return {"params": state.params["model"], "batch_stats": state.batch_stats}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
-    """Runs (or resumes) a pretraining run; returns the final summary (also in summary.json)."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+    """Runs (or resumes) a pretraining run; returns the final summary (also in summary.json).
+
+    ``workdir`` may be local or remote (``gs://...``); with several processes it must be the same
+    folder for all of them (checked at start-up, see :mod:`pclr_jax.storage`).
+    """
     maybe_initialize_distributed()
-    workdir = pathlib.Path(workdir)
+    workdir = as_path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    check_shared(workdir)
     is_main = jax.process_index() == 0
     model_config = EncoderConfig.from_dict(config.model.to_dict())
     mesh = make_mesh()
@@ -99,18 +88,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     eval_split = load_prepared(
         config.data.name, config.data.eval_split, data_dir, config.data.config
     )
-    loader = make_pair_loader(
-        train_split,
-        PairLoaderConfig(
-            batch_pairs=config.batch_pairs,
-            seed=config.seed,
-            single_ecg_patients=config.loader.single_ecg_patients,
-            augmentations=config.loader.augment.to_dict(),
-            worker_count=config.loader.worker_count,
-        ),
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
+    feed = make_train_feed(config, train_split, mesh)
 
     optimizer, schedule = make_optimizer(config.optimizer, config.batch_pairs, config.total_steps)
     loss_hparams = config.loss.hparams.to_dict()
@@ -131,7 +109,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     manager = checkpointing.make_checkpoint_manager(
         workdir, config.checkpoint.keep, config.checkpoint.keep_best
     )
-    restored = checkpointing.restore_latest(manager, state, loader)
+    restored = checkpointing.restore_latest(manager, state, feed)
     if restored is not None:
         state = restored
     start_step = int(jax.device_get(state.step))
@@ -150,66 +128,91 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         return metrics
 
     def save(step: int, metrics: dict[str, float] | None = None) -> None:
-        checkpointing.save_checkpoint(
-            manager, step, state, loader, config.to_dict(), metrics=metrics
-        )
+        checkpointing.save_checkpoint(manager, step, state, feed, config.to_dict(), metrics=metrics)
 
     ecgs_per_step = 2 * config.batch_pairs
     step = start_step
+    late_metrics, meter = LateMetrics(), InputStallMeter()
     with (
-        _StopRequest() as stop,
-        tqdm.tqdm(
-            total=config.total_steps, initial=start_step, disable=not is_main, unit="step"
+        StopAgreement(config.checkpoint.stop_check_every_steps) as stop,
+        contextlib.closing(feed),
+        Progress(
+            "train",
+            total=config.total_steps,
+            initial=start_step,
+            unit="step",
+            every=config.log_every_steps,
+            enabled=is_main,
         ) as progress,
     ):
-        tick = time.perf_counter()
+
+        def record(fetched: list[tuple[int, dict[str, float]]]) -> None:
+            """Checks, shows and logs finished steps (fetched one step late: LateMetrics)."""
+            for done, metrics in fetched:
+                if not math.isfinite(metrics["loss"]):
+                    manager.wait_until_finished()
+                    raise NonFiniteLossError(
+                        f"loss is {metrics['loss']} at step {done}; the last good checkpoint "
+                        f"(step {manager.latest_step()}) in {workdir / 'checkpoints'} is intact"
+                    )
+                meter.count_step()
+                progress.set_postfix(loss=f"{metrics['loss']:.4f}")
+                progress.update(1)
+                if done % config.log_every_steps == 0 or done == config.total_steps:
+                    metrics.update(meter.window(ecgs_per_step))
+                    metric_log.write(done, "train", metrics)
+
         while step < config.total_steps:
-            batch = to_global_batch(next(loader), mesh)
-            state, metrics = train_step(state, batch)
+            state, metrics = train_step(state, meter.next_batch(feed))
             step += 1
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not math.isfinite(metrics["loss"]):
-                manager.wait_until_finished()
-                raise NonFiniteLossError(
-                    f"loss is {metrics['loss']} at step {step}; the last good checkpoint "
-                    f"(step {manager.latest_step()}) in {workdir / 'checkpoints'} is intact"
-                )
-            now = time.perf_counter()
-            step_time, tick = now - tick, now
-            progress.update(1)
-            progress.set_postfix(loss=f"{metrics['loss']:.4f}")
-            if step % config.log_every_steps == 0 or step == config.total_steps:
-                metrics.update(step_time_s=step_time, ecg_per_s=ecgs_per_step / step_time)
-                metric_log.write(step, "train", metrics)
+            record(late_metrics.push(step, metrics))
+            stopped_by = stop.should_stop(step)  # the same answer in every process
+            evaluate_now = step % config.eval.every_steps == 0 or step == config.total_steps
+            save_now = evaluate_now or step % config.checkpoint.every_steps == 0
+            if save_now or stopped_by is not None:
+                record(late_metrics.flush())  # never save or evaluate an unchecked state
             eval_metrics = None
-            if step % config.eval.every_steps == 0 or step == config.total_steps:
+            if evaluate_now:
                 eval_metrics = evaluate(step)
-                tick = time.perf_counter()
-            if eval_metrics is not None or step % config.checkpoint.every_steps == 0:
+                meter.restart()
+            if save_now:
                 save(step, eval_metrics)
-            if stop.signal_name is not None:
-                log.warning("%s received: saving step %d and stopping", stop.signal_name, step)
+            if stopped_by is not None:
+                log.warning("%s received: saving step %d and stopping", stopped_by, step)
                 save(step)
                 manager.wait_until_finished()
                 metric_log.close()
-                return {"stopped_by": stop.signal_name, "step": step}
+                return {"stopped_by": stopped_by, "step": step}
     manager.wait_until_finished()
 
     summary = final_report(config, model_config, state, embed_fn, workdir, tasks)
     if is_main:
-        plot_curves(metric_log.path, workdir / "curves.png")
-        export_encoder(model_config, state, workdir)
+        write_through_local_file(
+            workdir / "curves.png", lambda path: plot_curves(metric_log.path, path)
+        )
+    export_encoder(model_config, state, workdir)
     metric_log.close()
     return summary
 
 
-def export_encoder(model_config: EncoderConfig, state, workdir: pathlib.Path) -> None:
-    """Writes the trained encoder (with head) as an Orbax directory and as a Keras ``.h5``."""
+def export_encoder(model_config: EncoderConfig, state, workdir: epath.Path) -> None:
+    """Writes the trained encoder (with head) as an Orbax directory and as a Keras ``.h5``.
+
+    Every process must call it: the Orbax save is collective (its barriers wait for all
+    processes; process 0 writes). Process 0 alone writes the ``.h5``; all processes return once
+    both exports are complete, so any of them can read them.
+    """
+    from jax.experimental import multihost_utils
+
     variables = jax.device_get(encoder_variables(state))
     save_encoder(
         workdir / "encoder", model_config, variables, {"step": int(state.step)}, overwrite=True
     )
-    write_keras_h5(workdir / "encoder.h5", model_config, variables)
+    if jax.process_index() == 0:
+        write_through_local_file(
+            workdir / "encoder.h5", lambda path: write_keras_h5(path, model_config, variables)
+        )
+    multihost_utils.sync_global_devices("pclr encoder exported")
 
 
 def final_report(config, model_config, state, embed_fn, workdir, tasks) -> dict:
@@ -244,17 +247,19 @@ def final_report(config, model_config, state, embed_fn, workdir, tasks) -> dict:
     table = pd.DataFrame(rows)
     summary = {"step": int(state.step), "split": config.eval.final_split, "metrics": rows}
     if jax.process_index() == 0:
-        pd.Series(summary).to_json(workdir / "summary.json", indent=2)
+        write_through_local_file(
+            workdir / "summary.json", lambda path: pd.Series(summary).to_json(path, indent=2)
+        )
         print(format_summary(table, config.eval.final_split))
     return summary
 
 
-def write_embeddings(embeddings: np.ndarray, index: pd.DataFrame, path: pathlib.Path) -> None:
+def write_embeddings(embeddings: np.ndarray, index: pd.DataFrame, path: epath.Path) -> None:
     """``sample_id, latent_0 ... latent_{D-1}`` (the ml4h column names) plus ``patient_id``."""
     frame = pd.DataFrame(embeddings, columns=[f"latent_{i}" for i in range(embeddings.shape[1])])
     frame.insert(0, "patient_id", index["patient_id"].to_numpy())
     frame.insert(0, "sample_id", index["record_id"].to_numpy())
-    frame.to_parquet(path, index=False)
+    write_through_local_file(path, lambda local: frame.to_parquet(local, index=False))
 
 
 def format_summary(table: pd.DataFrame, split: str) -> str:

@@ -2,26 +2,35 @@
 
 Every record is ``{"step": int, "split": "train"|"eval", <name>: float, ...}``, one JSON object per
 line. On resume, records after the restored step are dropped first, so the file never holds two
-records for one step and split.
+records for one step and split. The workdir may be remote (``gs://``): there, where files cannot
+be appended to, the whole file is rewritten at each record.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import pathlib
+import os
 from collections.abc import Mapping
 
 import tensorboardX
+from etils import epath
+
+from pclr_jax.storage import is_remote
 
 
 class MetricLog:
     """Appends scalar metrics to ``<workdir>/metrics.jsonl`` and to TensorBoard (process 0 only)."""
 
-    def __init__(self, workdir: str | pathlib.Path, enabled: bool = True):
-        self.path = pathlib.Path(workdir) / "metrics.jsonl"
+    def __init__(self, workdir: str | os.PathLike, enabled: bool = True):
+        self.path = epath.Path(workdir) / "metrics.jsonl"
         self.enabled = enabled
-        self._writer = tensorboardX.SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
+        self._writer = (
+            tensorboardX.SummaryWriter(os.fspath(epath.Path(workdir) / "tensorboard"))
+            if enabled
+            else None
+        )
+        self._records: list[dict] | None = None  # the whole file, kept only for remote workdirs
 
     def truncate_after(self, step: int) -> None:
         """Drops records with ``step > step`` (the steps a resumed run will redo)."""
@@ -29,30 +38,37 @@ class MetricLog:
             return
         kept = [r for r in read_metrics(self.path) if r["step"] <= step]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        if is_remote(self.path):
+            self._records = kept
 
     def write(self, step: int, split: str, values: Mapping[str, float]) -> None:
         if not self.enabled:
             return
         record = {"step": int(step), "split": split}
         record.update({k: float(v) for k, v in values.items()})
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        if is_remote(self.path):
+            self._records = (self._records or []) + [record]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self._records))
+        else:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
         for name, value in values.items():
             if math.isfinite(float(value)):
                 self._writer.add_scalar(f"{split}/{name}", float(value), step)
         self._writer.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
-def read_metrics(path: str | pathlib.Path) -> list[dict]:
+def read_metrics(path: str | os.PathLike) -> list[dict]:
     """All records of a ``metrics.jsonl`` file, in file order."""
-    with open(path) as f:
+    with epath.Path(path).open() as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_curves(path: str | pathlib.Path, out_png: str | pathlib.Path) -> None:
+def plot_curves(path: str | os.PathLike, out_png: str | os.PathLike) -> None:
     """Draws loss, contrastive accuracy, learning rate and retrieval against step into a PNG."""
     import matplotlib
 

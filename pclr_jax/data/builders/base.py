@@ -29,19 +29,26 @@ and ``split``, the label columns and whatever its reader needs. From it the base
 3. reads and prepares the records in worker processes (:mod:`pclr_jax.data.ingest`), in a fixed
    order (split, patient, record), and yields them with integer keys: the builder sets
    ``disable_shuffling=True``, so tfds writes examples in key order and example ``i`` of a split is
-   the ``i``-th prepared record;
+   the ``i``-th prepared record. Each patient's records are then compared by content
+   (:mod:`pclr_jax.data.copies`): copies of one recording that no ``ecg_group`` named keep one
+   record by the same rule, the others go to ``duplicates.csv`` (``found_by = 'content'``);
 4. quarantines records that fail (unreadable, NaN, missing leads, too short, wrong units...):
    they are not written, and ``quarantine.csv`` lists each with its reason and message;
 5. writes, inside tfds's temporary directory (so atomically with the shards),
    ``index-<split>.parquet`` (row ``i`` = example ``i``: every feature but ``ecg``; multi-hot
    labels as one column per class), ``quarantine.csv``, ``duplicates.csv`` and
    ``prepare_report.json`` with the counts: ``input_records = written + quarantined + duplicates``.
+
+With a Beam runner (``DownloadConfig(beam_runner=...)``) steps 3-4 run as an Apache Beam pipeline
+with the same per-patient function, :func:`settle_patient`, and the index is read back from the
+finished shards (:mod:`pclr_jax.data.builders.beam_prepare`).
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import itertools
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -52,7 +59,8 @@ import pandas as pd
 import tensorflow_datasets as tfds
 from etils import epath
 
-from pclr_jax.data import ingest
+from pclr_jax import progress
+from pclr_jax.data import copies, ingest
 from pclr_jax.data.prepared import INDEX_TEMPLATE, REPORT_FILE
 from pclr_jax.data.splits import SPLITS, assign_splits, check_fractions, check_patient_disjoint
 
@@ -60,8 +68,17 @@ N_LEADS = 12
 QUARANTINE_FILE = "quarantine.csv"
 DUPLICATES_FILE = "duplicates.csv"
 QUARANTINE_COLUMNS = ("record_id", "patient_id", "split", "path", "reason", "message")
-DUPLICATE_COLUMNS = ("record_id", "patient_id", "path", "ecg_group", "kept_record_id")
+DUPLICATE_COLUMNS = (
+    "record_id",
+    "patient_id",
+    "path",
+    "ecg_group",
+    "kept_record_id",
+    "found_by",
+)
 ID_COLUMNS = ("record_id", "patient_id", "ecg_group")
+# Records between two progress lines when the output is not a terminal.
+PROGRESS_EVERY = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +180,104 @@ class _Run:
     duplicates: pd.DataFrame
     index_rows: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
     quarantined: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    content_duplicates: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Settled:
+    """What became of one patient's tasks (:func:`settle_patient`); each entry is
+    ``(position of the task in its split, value)``, in task order.
+
+    Attributes:
+        examples: the examples to write (every feature, ``ecg`` included).
+        quarantined: :data:`QUARANTINE_COLUMNS` rows of records that failed.
+        duplicates: :data:`DUPLICATE_COLUMNS` rows of copies found by content.
+    """
+
+    examples: list[tuple[int, dict[str, Any]]] = dataclasses.field(default_factory=list)
+    quarantined: list[tuple[int, dict[str, Any]]] = dataclasses.field(default_factory=list)
+    duplicates: list[tuple[int, dict[str, Any]]] = dataclasses.field(default_factory=list)
+
+
+def patient_spans(tasks: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of consecutive tasks of one patient (a split's tasks are
+    ordered by patient, so each patient is one run)."""
+    spans, start = [], 0
+    for i in range(1, len(tasks) + 1):
+        if i == len(tasks) or tasks[i]["patient_id"] != tasks[start]["patient_id"]:
+            spans.append((start, i))
+            start = i
+    return spans
+
+
+def settle_patient(
+    tasks: list[dict[str, Any]],
+    outcomes: list[ingest.Outcome],
+    first_position: int,
+    split: str,
+    feature_names: tuple[str, ...],
+) -> Settled:
+    """Turns the outcomes of one patient's tasks into examples, quarantine rows and copies found
+    by content (:mod:`pclr_jax.data.copies`): the one function both the process-pool and the Beam
+    path run, so both write the same data set.
+
+    Args:
+        tasks: the patient's tasks, in split order; ``outcomes`` one per task.
+        first_position: the position of ``tasks[0]`` among its split's tasks.
+        split: the split's name (for quarantine rows).
+        feature_names: the manifest columns copied into each example (ids and labels).
+    """
+    settled = Settled()
+    good = []
+    for offset, (task, outcome) in enumerate(zip(tasks, outcomes, strict=True)):
+        if outcome.record_id != task["record_id"]:
+            raise RuntimeError(f"outcome {outcome.record_id} for task {task['record_id']}")
+        if outcome.reason is None:
+            good.append(offset)
+            continue
+        entry = {
+            "record_id": task["record_id"],
+            "patient_id": task["patient_id"],
+            "split": split,
+            "path": task.get("path", ""),
+            "reason": outcome.reason,
+            "message": outcome.message,
+        }
+        settled.quarantined.append((first_position + offset, entry))
+    dropped: dict[int, int] = {}
+    if len(good) > 1:
+        prints = [_fingerprint(outcomes[i]) for i in good]
+        for group in copies.copy_groups(prints):
+            members = [good[i] for i in group]
+            kept = copies.keeper(members, [o.sampling_rate for o in outcomes])
+            dropped.update({i: kept for i in members if i != kept})
+    for offset in good:
+        task, outcome = tasks[offset], outcomes[offset]
+        if offset in dropped:
+            kept = tasks[dropped[offset]]
+            entry = {
+                "record_id": task["record_id"],
+                "patient_id": task["patient_id"],
+                "path": task.get("path", ""),
+                "ecg_group": kept["ecg_group"],
+                "kept_record_id": kept["record_id"],
+                "found_by": "content",
+            }
+            settled.duplicates.append((first_position + offset, entry))
+            continue
+        example = {name: task[name] for name in feature_names}
+        example["sampling_rate"] = np.float32(outcome.sampling_rate)
+        example["ecg"] = outcome.ecg
+        settled.examples.append((first_position + offset, example))
+    return settled
+
+
+def _fingerprint(outcome: ingest.Outcome) -> np.ndarray:
+    """The outcome's fingerprint, or one from its prepared ECG (builders without source records,
+    such as the synthetic generator, whose ECG is the source)."""
+    if outcome.fingerprint is not None:
+        return outcome.fingerprint
+    return copies.fingerprint(np.asarray(outcome.ecg, np.float32))
 
 
 class ECGBuilder(tfds.core.GeneratorBasedBuilder):
@@ -240,6 +355,10 @@ class ECGBuilder(tfds.core.GeneratorBasedBuilder):
         self._run = _Run(manifest, duplicates)
         present = [s for s in SPLITS if (manifest["split"] == s).any()]
         present += sorted(set(manifest["split"]) - set(SPLITS))
+        if getattr(self, "_on_beam", False):
+            from pclr_jax.data.builders import beam_prepare
+
+            return {split: beam_prepare.PrepareSplit(self, split) for split in present}
         return {split: self._generate_examples(split) for split in present}
 
     def _plan(self, manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -256,35 +375,58 @@ class ECGBuilder(tfds.core.GeneratorBasedBuilder):
         manifest = manifest.sort_values(["split", "patient_id", "record_id"], kind="stable")
         return manifest.reset_index(drop=True), duplicates
 
+    def _split_tasks(self, split: str) -> list[dict[str, Any]]:
+        manifest = self._run.manifest
+        return manifest[manifest["split"] == split].to_dict("records")
+
+    def _feature_names(self) -> tuple[str, ...]:
+        return (*ID_COLUMNS, *self.labels())
+
     def _generate_examples(self, split: str):
         run = self._run
-        tasks = run.manifest[run.manifest["split"] == split].to_dict("records")
+        tasks = self._split_tasks(split)
         rows = run.index_rows.setdefault(split, [])
-        for task, outcome in zip(tasks, self._iter_outcomes(tasks), strict=True):
-            if outcome.record_id != task["record_id"]:
-                raise RuntimeError(f"outcome {outcome.record_id} for task {task['record_id']}")
-            if outcome.reason is not None:
-                run.quarantined.append(
-                    {
-                        "record_id": task["record_id"],
-                        "patient_id": task["patient_id"],
-                        "split": split,
-                        "path": task.get("path", ""),
-                        "reason": outcome.reason,
-                        "message": outcome.message,
-                    }
-                )
-                continue
-            example = {name: task[name] for name in (*ID_COLUMNS, *self.labels())}
-            example["sampling_rate"] = np.float32(outcome.sampling_rate)
-            rows.append(dict(example))
-            example["ecg"] = outcome.ecg
-            yield len(rows) - 1, example
+        outcomes = iter(
+            progress.track(
+                self._iter_outcomes(tasks),
+                f"{self.name} {split}",
+                total=len(tasks),
+                unit="ECG",
+                every=PROGRESS_EVERY,
+            )
+        )
+        for start, stop in patient_spans(tasks):
+            settled = settle_patient(
+                tasks[start:stop],
+                list(itertools.islice(outcomes, stop - start)),
+                start,
+                split,
+                self._feature_names(),
+            )
+            run.quarantined.extend(entry for _, entry in settled.quarantined)
+            run.content_duplicates.extend(entry for _, entry in settled.duplicates)
+            for _, example in settled.examples:
+                rows.append({k: v for k, v in example.items() if k != "ecg"})
+                yield len(rows) - 1, example
+        if next(outcomes, None) is not None:
+            raise RuntimeError(f"{split}: more outcomes than the {len(tasks)} tasks")
 
     def _download_and_prepare(self, dl_manager, download_config):
+        self._on_beam = (
+            download_config.beam_runner is not None or download_config.beam_options is not None
+        )
         try:
             super()._download_and_prepare(dl_manager, download_config)
-        except AssertionError as error:
+        except (AssertionError, ValueError) as error:
+            if self._on_beam:
+                # Quarantine rows live in the pipeline's scratch files; a split left empty fails
+                # in tfds's Beam writer ("... generated examples is 0 ...").
+                if "generated examples is 0" not in str(error):
+                    raise
+                raise ValueError(
+                    f"{self.name}: a split has no records left after quarantine and copies; "
+                    "see the worker logs"
+                ) from error
             if "No examples were yielded" not in str(error) or not self._run.quarantined:
                 raise
             reasons = pd.Series([q["reason"] for q in self._run.quarantined]).value_counts()
@@ -292,7 +434,12 @@ class ECGBuilder(tfds.core.GeneratorBasedBuilder):
                 f"{self.name}: a split has no records left after quarantine "
                 f"({reasons.to_dict()}); e.g. {self._run.quarantined[0]['message']}"
             ) from error
-        self._write_side_files(epath.Path(self.data_dir))
+        directory = epath.Path(self.data_dir)
+        if self._on_beam:
+            from pclr_jax.data.builders import beam_prepare
+
+            beam_prepare.collect(self, directory)
+        self._write_side_files(directory)
 
     def _write_side_files(self, directory: epath.Path) -> None:
         """Index per split, quarantine and duplicates lists and the count report."""
@@ -304,8 +451,14 @@ class ECGBuilder(tfds.core.GeneratorBasedBuilder):
         quarantine = pd.DataFrame(run.quarantined, columns=list(QUARANTINE_COLUMNS))
         with (directory / QUARANTINE_FILE).open("w") as f:
             quarantine.to_csv(f, index=False)
+        content = pd.DataFrame(run.content_duplicates, columns=list(DUPLICATE_COLUMNS))
+        duplicates = (
+            pd.concat([run.duplicates, content], ignore_index=True)
+            if len(content)
+            else run.duplicates
+        )
         with (directory / DUPLICATES_FILE).open("w") as f:
-            run.duplicates.to_csv(f, index=False)
+            duplicates.to_csv(f, index=False)
         written = {split: len(rows) for split, rows in run.index_rows.items()}
         report = {
             "name": self.name,
@@ -318,7 +471,8 @@ class ECGBuilder(tfds.core.GeneratorBasedBuilder):
             "written_total": sum(written.values()),
             "quarantined": len(quarantine),
             "quarantined_by_reason": quarantine["reason"].value_counts().sort_index().to_dict(),
-            "duplicates": len(run.duplicates),
+            "duplicates": len(duplicates),
+            "duplicates_by_content": len(content),
             "patients": {
                 split: int(pd.Series([r["patient_id"] for r in rows]).nunique())
                 for split, rows in run.index_rows.items()
@@ -401,6 +555,7 @@ def drop_duplicate_copies(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.Data
             "path": dropped["path"],
             "ecg_group": dropped["ecg_group"],
             "kept_record_id": dropped["ecg_group"].map(kept_by_group),
+            "found_by": "ecg_group",
         },
         columns=list(DUPLICATE_COLUMNS),
     )

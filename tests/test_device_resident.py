@@ -1,0 +1,124 @@
+"""Device-resident pairs: the split on the mesh, pairs gathered there, against the host loader
+(``pairing.py`` + grain) and against PCLR's pairing rules checked from the gathered ECGs."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh, PartitionSpec
+from test_loader import make_split
+
+from pclr_jax.data.device_resident import DeviceResidentPairLoader, load_split_to_devices
+from pclr_jax.data.loader import PairLoaderConfig, make_pair_loader
+
+
+@pytest.fixture(scope="module")
+def split():
+    """As test_loader's: 37 pairable patients (prime), 11 single-ECG ones, copies sharing an
+    ecg_group; 119 records, not a multiple of 8 devices."""
+    counts = [2, 3, 4, 1, 2, 5, 1, 2, 3, 2] * 4 + [2, 3, 2, 4, 2] + [1] * 3
+    return make_split(counts, duplicated={0, 3, 6})
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    assert jax.device_count() == 8
+    return Mesh(np.array(jax.devices()), ("data",))
+
+
+def row_of(split):
+    """ECG bytes -> index row: identifies a gathered view by its content alone."""
+    table = {split.source[row]["ecg"].tobytes(): row for row in range(len(split.index))}
+    assert len(table) == len(split.index)
+    return lambda view: table[np.asarray(view).astype(np.float16).tobytes()]
+
+
+def test_split_is_sharded_by_rows_and_padded_with_zeros(split, mesh):
+    ecgs = load_split_to_devices(split, mesh)
+    assert ecgs.shape == (120, 64, 12) and ecgs.dtype == np.float16  # 119 padded to 8 x 15
+    assert ecgs.sharding.spec == PartitionSpec("data")
+    shard = ecgs.addressable_shards[3]
+    assert shard.index[0] == slice(45, 60)
+    np.testing.assert_array_equal(shard.data[0], split.source[45]["ecg"])
+    np.testing.assert_array_equal(np.asarray(ecgs[119]), 0)
+
+
+def test_batches_equal_the_host_loaders_across_epochs(split, mesh):
+    config = PairLoaderConfig(batch_pairs=16, seed=3)
+    host = make_pair_loader(split, config, 0, 1)
+    device = DeviceResidentPairLoader(split, config, mesh)
+    for _ in range(12):  # 192 pairs: five epochs of 37, every boundary inside a batch
+        expected, batch = next(host), next(device)
+        for key in ("view_a", "view_b", "patient_id"):
+            assert batch[key].sharding.spec == PartitionSpec("data")
+            np.testing.assert_array_equal(np.asarray(batch[key]), expected[key], err_msg=key)
+        assert batch["view_a"].dtype == np.float32
+
+
+def test_pairing_rules_hold_for_the_gathered_ecgs(split, mesh):
+    """Checked from the index alone: two distinct ECGs (ecg_groups) of one patient, never two
+    copies of a recording, each patient at most once per global batch, every pairable patient
+    once per epoch."""
+    row = row_of(split)
+    index = split.index
+    patients = sorted(index["patient_id"].unique())
+    groups = index.groupby("patient_id")["ecg_group"].nunique()
+    pairable = sorted(groups.index[groups >= 2])
+    loader = DeviceResidentPairLoader(split, PairLoaderConfig(batch_pairs=8, seed=5), mesh)
+    stream = []
+    for _ in range(14):  # three epochs of 37
+        batch = jax.device_get(next(loader))
+        assert len(set(batch["patient_id"])) == 8
+        for k in range(8):
+            a, b = index.iloc[row(batch["view_a"][k])], index.iloc[row(batch["view_b"][k])]
+            assert a.patient_id == b.patient_id == patients[batch["patient_id"][k]]
+            assert a.ecg_group != b.ecg_group
+            stream.append(a.patient_id)
+    for epoch in range(3):
+        assert sorted(stream[epoch * 37 : (epoch + 1) * 37]) == pairable
+
+
+def test_deterministic_per_seed(split, mesh):
+    def first_batches(seed):
+        loader = DeviceResidentPairLoader(split, PairLoaderConfig(batch_pairs=8, seed=seed), mesh)
+        return [jax.device_get(next(loader)) for _ in range(3)]
+
+    first, again, other = first_batches(2), first_batches(2), first_batches(9)
+    for a, b in zip(first, again, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    assert not np.array_equal(first[0]["patient_id"], other[0]["patient_id"])
+
+
+def test_state_resumes_on_the_next_batch_in_the_host_loaders_format(split, mesh):
+    config = PairLoaderConfig(batch_pairs=8, seed=1)
+    loader = DeviceResidentPairLoader(split, config, mesh)
+    reference = [jax.device_get(next(loader)) for _ in range(7)]
+    resumed = DeviceResidentPairLoader(split, config, mesh)
+    for _ in range(2):
+        next(resumed)
+    state = DeviceResidentPairLoader(split, config, mesh)
+    [next(state) for _ in range(4)]
+    assert json.loads(state.get_state()) == {"next_index": 4}
+    host = make_pair_loader(split, config, 0, 1)
+    [next(host) for _ in range(4)]
+    assert json.loads(state.get_state()) == host.get_state()
+    resumed.set_state(state.get_state())
+    for expected in reference[4:]:
+        got = jax.device_get(next(resumed))
+        np.testing.assert_array_equal(got["view_b"], expected["view_b"])
+        np.testing.assert_array_equal(got["patient_id"], expected["patient_id"])
+
+
+def test_finite_epochs_and_refused_settings(split, mesh):
+    loader = DeviceResidentPairLoader(split, PairLoaderConfig(batch_pairs=8, num_epochs=1), mesh)
+    assert len(list(loader)) == 37 // 8
+    with pytest.raises(ValueError, match="no augmentations"):
+        DeviceResidentPairLoader(
+            split,
+            PairLoaderConfig(batch_pairs=8, augmentations={"gaussian_noise": {"probability": 1}}),
+            mesh,
+        )
+    with pytest.raises(ValueError, match="must divide over 8"):
+        DeviceResidentPairLoader(split, PairLoaderConfig(batch_pairs=12), mesh)

@@ -1,0 +1,17 @@
+"""The training feeds on two processes (2 faked CPU devices each, ``jax.distributed`` on
+127.0.0.1): the device-resident loader and the device prefetcher both yield, across processes,
+exactly the single-host loader's global batches, and count consumed batches alike."""
+
+import pathlib
+import sys
+
+from multiprocess_jobs import finish_job, job_environment, start_job
+
+WORKER = pathlib.Path(__file__).with_name("feeds_worker.py")
+
+
+def test_both_feeds_give_the_single_host_batches_on_two_processes():
+    env = {**job_environment(), "PYTHONPATH": str(WORKER.parent)}
+    outputs = finish_job(start_job([sys.executable, str(WORKER)], env=env), timeout=240)
+    for i, output in enumerate(outputs):
+        assert f"feeds agree {i}" in output
