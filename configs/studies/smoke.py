@@ -1,7 +1,7 @@
 """A seconds-long study on ``configs/smoke.py`` (tiny model, ``pclr_synthetic/tiny``): two arms
 x two seeds. Used by the tests, and handy to check the study machinery:
 
-    pclr study run --config configs/studies/smoke.py --workdir /tmp/pclr_study_smoke
+    pclr study run --config configs/studies/smoke.py --workdir runs/study_smoke
 """
 
 import ml_collections
