@@ -64,6 +64,8 @@ def run_cell(spec, arm: str, seed: int, study_dir: str | os.PathLike) -> dict:
     Returns ``{"stopped_by": SIGNAL}`` if training was stopped by SIGTERM/SIGINT (checkpoint
     saved, no result written). Exceptions propagate (the caller records them).
     """
+    import jax
+
     from pclr_jax.benchmarking.report import machine_facts
     from pclr_jax.training.loop import train_and_evaluate
 
@@ -95,7 +97,8 @@ def run_cell(spec, arm: str, seed: int, study_dir: str | os.PathLike) -> dict:
         "resumed_from_step": resumed_from,
         "train_wall_s": round(train_seconds, 1),
         "eval_wall_s": round(time.perf_counter() - start, 1),
-        "machine": machine_facts(),  # with the load average at the end of the cell
+        # Host facts with the load average at the end of the cell, and the backend it ran on.
+        "machine": {**machine_facts(), "jax_backend": jax.default_backend()},
     }
     write_json_atomically(directory / RESULT, result)
     (directory / FAILED).unlink(missing_ok=True)

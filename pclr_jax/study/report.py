@@ -307,7 +307,7 @@ def write_report(study_dir, reference: str | None = None) -> pathlib.Path:
         lines.append(
             f"- Machine: {machine['cpu_model']} ({' '.join(machine['cpu_flags'])}), "
             f"{machine['cores']} cores, {machine['memory_gib']:.0f} GiB, "
-            f"JAX {machine['jax']} on {machine['jax_backend']}."
+            f"JAX {machine['jax']} on {machine.get('jax_backend', 'an unrecorded backend')}."
         )
         loads = [
             r["machine"]["load_average_1min"]
