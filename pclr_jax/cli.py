@@ -1,4 +1,4 @@
-"""The ``pclr`` command line: ``pclr embed|convert|prepare|train|probe|bench``."""
+"""The ``pclr`` command line: ``pclr embed|convert|prepare|train|probe|bench|study``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: tuple[str, ...] = ("embed", "convert", "prepare", "train", "probe", "bench")
+COMMANDS: tuple[str, ...] = ("embed", "convert", "prepare", "train", "probe", "bench", "study")
 
 
 def build_parser() -> argparse.ArgumentParser:

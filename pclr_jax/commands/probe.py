@@ -289,31 +289,6 @@ def _baselines(args, ecgs, encoders, sources) -> tuple[dict, SupervisedConfig]:
     return networks, config
 
 
-def _task_labels(table, spec: str):
-    """``(task, rows, y, classes)`` of one ``--task``: the rows with a known label and their
-    encoded labels. A multi-label task may name a group of 0/1 columns ``<COLUMN>_<class>`` (the
-    prepared data sets' multi-hot labels; a row with a -1 is unknown)."""
-    import numpy as np
-
-    from pclr_jax.evaluation import probe
-
-    task = probe.TaskSpec.parse(spec)
-    if task.column in table:
-        values = table[task.column]
-        task = task.resolve(values[probe.known_labels(values, task.kind or "multiclass")])
-        rows = np.flatnonzero(probe.known_labels(values, task.kind))
-        y, classes = probe.encode_labels(values.to_numpy()[rows], task.kind)
-        return task, rows, y, classes
-    prefix = f"{task.column}_"
-    group = [c for c in table.columns if str(c).startswith(prefix)]
-    if not group or task.kind not in ("", "multilabel"):
-        raise ValueError(f"--task {spec}: no column {task.column!r} in {list(table.columns)}")
-    matrix = table[group].to_numpy(np.float64)
-    rows = np.flatnonzero(np.isfinite(matrix).all(axis=1) & (matrix >= 0).all(axis=1))
-    classes = np.array([c[len(prefix) :] for c in group])
-    return probe.TaskSpec(task.column, "multilabel"), rows, matrix[rows].astype(np.int64), classes
-
-
 def _fit_reporter(progress):
     """``learning_curve``'s progress callback: a skipped fit is written out, a finished fit
     counted, its score shown after the count."""
@@ -332,11 +307,12 @@ def _task_curves(args, table, sources, ecgs, test_rows, networks, sup_config, si
     import numpy as np
 
     from pclr_jax.evaluation import inputs, probe, supervised
+    from pclr_jax.evaluation.inputs import task_labels
     from pclr_jax.progress import Progress
 
     curves = []
     for spec in args.task:
-        task, rows, y, classes = _task_labels(table, spec)
+        task, rows, y, classes = task_labels(table, spec)
         described = (
             f"positive class {str(classes[1])!r}"
             if task.kind == "binary"

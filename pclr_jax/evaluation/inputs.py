@@ -180,3 +180,27 @@ def load_split(
     ecgs = np.stack([np.asarray(prepared.source[i]["ecg"], np.float16) for i in range(len(index))])
     index.insert(0, ID_COLUMN, index["record_id"].astype(str))
     return ecgs, index
+
+
+def task_labels(table: pd.DataFrame, spec: str):
+    """``(task, rows, y, classes)`` of one task spec (``"column[:kind]"``): the rows of ``table``
+    with a known label and their encoded labels. A multi-label task may name a group of 0/1
+    columns ``<COLUMN>_<class>`` (the prepared data sets' multi-hot labels; a row with a -1 is
+    unknown)."""
+    from pclr_jax.evaluation import probe
+
+    task = probe.TaskSpec.parse(spec)
+    if task.column in table:
+        values = table[task.column]
+        task = task.resolve(values[probe.known_labels(values, task.kind or "multiclass")])
+        rows = np.flatnonzero(probe.known_labels(values, task.kind))
+        y, classes = probe.encode_labels(values.to_numpy()[rows], task.kind)
+        return task, rows, y, classes
+    prefix = f"{task.column}_"
+    group = [c for c in table.columns if str(c).startswith(prefix)]
+    if not group or task.kind not in ("", "multilabel"):
+        raise ValueError(f"task {spec}: no column {task.column!r} in {list(table.columns)}")
+    matrix = table[group].to_numpy(np.float64)
+    rows = np.flatnonzero(np.isfinite(matrix).all(axis=1) & (matrix >= 0).all(axis=1))
+    classes = np.array([c[len(prefix) :] for c in group])
+    return probe.TaskSpec(task.column, "multilabel"), rows, matrix[rows].astype(np.int64), classes

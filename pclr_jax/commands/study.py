@@ -1,0 +1,120 @@
+"""``pclr study``: several arms x several seeds at equal budget, one report (docs/studies.md).
+
+Examples::
+
+    # Every arm at every seed, one after the other (resumable: run it again to continue):
+    pclr study run --config configs/studies/loss_variants.py --workdir runs/loss_study
+
+    # One cell, e.g. as a SLURM array task; then aggregate whatever has finished:
+    pclr study run --config configs/studies/loss_variants.py --workdir runs/loss_study \\
+        --arm siglip --seed 1
+    pclr study report runs/loss_study
+
+    # A reduced budget (recorded in the study; every arm gets it):
+    pclr study run --config configs/studies/loss_variants.py --workdir runs/short \\
+        --set base.total_steps=180 --set 'seeds=(0, 1, 2)'
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "study",
+        help="compare arms (losses, temperatures, batch sizes) over seeds at equal budget",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="action", required=True)
+    run = actions.add_parser("run", help="train and evaluate the study's cells (resumable)")
+    run.add_argument(
+        "--config",
+        help="study config file, FILE[:ARG] (default: the file and --set assignments the "
+        "--workdir's study was started with; further --set are applied after those)",
+    )
+    run.add_argument("--workdir", required=True, help="the study's directory")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=None,
+        metavar="FIELD=VALUE",
+        help="override a study field (Python literal), e.g. base.total_steps=180; repeatable",
+    )
+    run.add_argument("--arm", action="append", default=[], help="run only this arm; repeatable")
+    run.add_argument(
+        "--seed", action="append", default=[], type=int, help="run only this seed; repeatable"
+    )
+    run.add_argument("--retry-failed", action="store_true", help="run failed cells again")
+    run.add_argument(
+        "--compilation-cache",
+        help="JAX's persistent compilation cache, shared by the cells (seeds of one arm compile "
+        "the same programs); default WORKDIR/xla_cache, 'none' for no cache; ignored when "
+        "JAX_COMPILATION_CACHE_DIR is set",
+    )
+    run.add_argument(
+        "--no-report", action="store_true", help="do not write the report after the cells"
+    )
+    run.set_defaults(func=_run)
+    report = actions.add_parser("report", help="aggregate the finished cells of a study")
+    report.add_argument("workdir", help="the study's directory")
+    report.add_argument("--reference", help="reference arm (default: the study's)")
+    report.set_defaults(func=_report)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _run(args) -> int:
+    import pathlib
+
+    from absl import logging as absl_logging
+
+    from pclr_jax.study import runner
+    from pclr_jax.study.report import write_report
+    from pclr_jax.study.spec import load_study
+
+    workdir = pathlib.Path(args.workdir)
+    config, assignments = args.config, args.set
+    if config is None:
+        if not (workdir / runner.STUDY_FILE).exists():
+            raise ValueError(f"--config is needed: {workdir} holds no study yet")
+        source = runner.recorded_source(workdir)
+        config = source["config"]
+        assignments = [*source["set"], *(assignments or [])]
+    spec = load_study(config, assignments or ())
+    runner.record_study(spec, workdir, {"config": config, "set": list(assignments or ())})
+    _use_compilation_cache(args.compilation_cache or str(workdir / "xla_cache"))
+    # Orbax and grain log every file operation at INFO; keep the terminal for the study.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    counts = runner.run_study(
+        spec, workdir, arms=args.arm, seeds=args.seed, retry_failed=args.retry_failed, log=_log
+    )
+    _log(
+        f"cells this call: {counts['finished']} finished, {counts['skipped']} skipped, "
+        f"{counts['failed']} failed, {counts['stopped']} stopped"
+    )
+    if not args.no_report:
+        _log(f"wrote {write_report(workdir)}")
+    return 1 if counts["failed"] or counts["stopped"] else 0
+
+
+def _use_compilation_cache(directory: str) -> None:
+    import os
+
+    import jax
+
+    if directory != "none" and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", directory)
+
+
+def _report(args) -> int:
+    from pclr_jax.study.report import write_report
+
+    path = write_report(args.workdir, args.reference)
+    print(path.read_text())
+    _log(f"wrote {path}")
+    return 0

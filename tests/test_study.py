@@ -1,0 +1,255 @@
+"""``pclr study``: the statistics against hand-computed values, the report from known cells, and
+a tiny study end to end (killed and resumed; cells run one by one give the same report).
+
+Studies run through the ``pclr`` command in subprocesses (8 faked CPU devices, inherited from
+conftest), as a user or a cluster array job starts them.
+"""
+
+import json
+import math
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pclr_jax.study import cell, runner, statistics
+from pclr_jax.study.report import write_report
+from pclr_jax.study.spec import load_study
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SMOKE = str(REPO / "configs" / "studies" / "smoke.py")
+# Student's t 0.975 quantile with 2 degrees of freedom (statistical tables: 4.303).
+T_975_DF2 = 4.302652729911275
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_t_interval_of_three_seeds_by_hand():
+    # mean 0.72, sd 0.02, standard error 0.02 / sqrt(3)
+    interval = statistics.t_interval([0.70, 0.74, 0.72])
+    half = T_975_DF2 * 0.02 / math.sqrt(3)
+    assert interval.n == 3
+    assert interval.mean == pytest.approx(0.72)
+    assert interval.sd == pytest.approx(0.02)
+    assert (interval.low, interval.high) == pytest.approx((0.72 - half, 0.72 + half))
+    assert (interval.low, interval.high) == pytest.approx((0.670317, 0.769683), abs=1e-6)
+
+
+def test_paired_difference_by_hand():
+    arm = {0: 0.80, 1: 0.83, 2: 0.79, 3: 0.99}  # seed 3 has no reference: left out
+    reference = {0: 0.75, 1: 0.80, 2: 0.76}
+    difference = statistics.paired_difference(arm, reference)
+    # differences 0.05, 0.03, 0.03: mean 0.11/3, sd sqrt(0.0004/3), t = 5.5 with 2 df
+    mean, sd = 0.11 / 3, math.sqrt(0.0004 / 3)
+    half = T_975_DF2 * sd / math.sqrt(3)
+    assert difference.n == 3
+    assert difference.mean == pytest.approx(mean)
+    assert (difference.low, difference.high) == pytest.approx((mean - half, mean + half))
+    # two-sided p of t = 5.5 with 2 df: 1 - t / sqrt(t^2 + 2)
+    assert difference.p_value == pytest.approx(1 - 5.5 / math.sqrt(5.5**2 + 2))
+    assert difference.resolved
+    # The same values unpaired overlap: pairing is what resolves this difference.
+    assert (
+        statistics.t_interval([0.80, 0.83, 0.79]).low
+        < statistics.t_interval([0.75, 0.80, 0.76]).high
+    )
+
+
+def test_degenerate_intervals():
+    assert math.isnan(statistics.t_interval([0.5]).low)
+    assert statistics.t_interval([0.5]).mean == 0.5
+    flat = statistics.t_interval([1.0, 1.0, 1.0])
+    assert (flat.low, flat.high) == (1.0, 1.0)
+    zero = statistics.paired_difference({0: 1.0, 1: 1.0}, {0: 1.0, 1: 1.0})
+    assert (zero.mean, zero.low, zero.high) == (0.0, 0.0, 0.0) and not zero.resolved
+    assert statistics.t_interval([np.nan, 2.0, 4.0]).n == 2
+
+
+# ----------------------------------------------------------------------------- spec
+
+
+def test_study_spec_validates_and_refuses_another_study(tmp_path):
+    spec = load_study(SMOKE)
+    assert spec.cells() == [("ntxent", 0), ("warm", 0), ("ntxent", 1), ("warm", 1)]
+    assert spec.cell_config("warm", 1).loss.hparams.temperature == 0.5
+    assert spec.cell_config("warm", 1).seed == 1
+    with pytest.raises(KeyError, match="no field 'total_stepz'"):
+        load_study(SMOKE, ["base.total_stepz=3"])
+    with pytest.raises(ValueError, match="reference_arm 'nope'"):
+        load_study(SMOKE, ["reference_arm='nope'"])
+    runner.record_study(spec, tmp_path, {"config": SMOKE, "set": []})
+    runner.record_study(spec, tmp_path, {"config": SMOKE, "set": []})  # same study: fine
+    with pytest.raises(runner.StudyMismatchError, match="arms"):
+        runner.record_study(
+            load_study(SMOKE, ["arms=(('a', {}),)", "reference_arm='a'"]), tmp_path, {}
+        )
+    # More seeds extend the same study.
+    runner.record_study(load_study(SMOKE, ["seeds=(2,)"]), tmp_path, {})
+    assert json.loads((tmp_path / runner.STUDY_FILE).read_text())["study"]["seeds"] == [0, 1, 2]
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _write_result(study_dir, arm, seed, metrics, steps=6):
+    directory = cell.cell_directory(study_dir, arm, seed)
+    directory.mkdir(parents=True)
+    budget = {
+        "data": "pclr_synthetic/tiny:train",
+        "steps": steps,
+        "batch_pairs": 8,
+        "ecgs_seen": 16 * steps,
+        "model_input": "256x12",
+    }
+    machine = {
+        "cpu_model": "test",
+        "cpu_flags": [],
+        "cores": 2,
+        "memory_gib": 1.0,
+        "jax": "x",
+        "jax_backend": "cpu",
+    }
+    result = dict(arm=arm, seed=seed, metrics=metrics, budget=budget, machine=machine)
+    cell.write_json_atomically(
+        directory / cell.RESULT, {**result, "train_wall_s": 1.0, "eval_wall_s": 1.0}
+    )
+
+
+def test_report_of_known_cells(tmp_path):
+    """Arms and values set by hand: the tables, the verdicts, a failed cell, a budget slip."""
+    spec = load_study(SMOKE, ["seeds=(0, 1, 2)"])
+    runner.record_study(spec, tmp_path, {"config": SMOKE, "set": ["seeds=(0, 1, 2)"]})
+    reference = [0.75, 0.80, 0.76]
+    warm = [0.80, 0.83, 0.79]
+    for seed in range(3):
+        _write_result(
+            tmp_path, "ntxent", seed, {"retrieval_top1": reference[seed], "age_r2@all": 0.1}
+        )
+    for seed in range(2):  # seed 2 of "warm" failed; it also trained fewer steps
+        _write_result(
+            tmp_path, "warm", seed, {"retrieval_top1": warm[seed], "age_r2@all": 0.1}, steps=5
+        )
+    cell.record_failure(tmp_path, "warm", 2, MemoryError("out of memory"))
+
+    report = write_report(tmp_path).read_text()
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    arm_row = summary[(summary.kind == "arm") & (summary.arm == "ntxent")]
+    arm_row = arm_row[arm_row.metric == "retrieval_top1"].iloc[0]
+    expected = statistics.t_interval(reference)
+    assert (arm_row["mean"], arm_row["low"], arm_row["high"]) == pytest.approx(
+        (0.77, expected.low, expected.high)
+    )
+    difference = summary[(summary.kind == "difference") & (summary.metric == "retrieval_top1")]
+    difference = difference.iloc[0]
+    # matched seeds 0 and 1: differences 0.05 and 0.03, sd sqrt(0.0002), t(0.975, 1) = 12.706
+    half = 12.706204736174707 * math.sqrt(0.0002) / math.sqrt(2)
+    assert difference["n"] == 2
+    assert (difference["low"], difference["high"]) == pytest.approx((0.04 - half, 0.04 + half))
+    assert not difference["resolved"]
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert len(results) == 2 * 5 and set(results.columns) == {"arm", "seed", "metric", "value"}
+    assert "warm seed 2: failed: MemoryError: out of memory" in report
+    assert "NOT set by the arm" in report  # warm's steps differ and no override asked for it
+    assert "**warm** vs ntxent: no resolved difference. Within noise on 2 of 2" in report
+    assert (tmp_path / "figures" / "metrics.png").exists()
+    assert (tmp_path / "figures" / "differences.png").exists()
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def study_command(workdir, data_dir, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "pclr_jax.cli",
+        "study",
+        "run",
+        f"--config={SMOKE}",
+        f"--workdir={workdir}",
+        f"--set=base.data.data_dir={str(data_dir)!r}",
+        "--set=base.total_steps=24",
+        "--set=base.checkpoint.every_steps=2",
+        f"--compilation-cache={pathlib.Path(workdir).parent / 'xla_cache'}",
+        *extra,
+    ]
+
+
+def run_study(workdir, data_dir, *extra):
+    result = subprocess.run(
+        study_command(workdir, data_dir, *extra),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,  # minutes on an idle machine; a generous bound for a loaded one
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """``pclr_synthetic/tiny`` prepared once for the module."""
+    directory = tmp_path_factory.mktemp("tfds")
+    from pclr_jax.data.builders import BUILDERS
+
+    BUILDERS["pclr_synthetic"](config="tiny", data_dir=str(directory)).download_and_prepare()
+    return directory
+
+
+def _kill_during_second_cell(workdir, data_dir, *extra) -> None:
+    """Starts the study and SIGKILLs it once its second cell (warm, seed 0) has a checkpoint."""
+    process = subprocess.Popen(
+        study_command(workdir, data_dir, *extra),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    second = cell.cell_directory(workdir, "warm", 0)
+    deadline = time.monotonic() + 1800
+    try:
+        while cell.latest_checkpoint_step(second / "train") == 0:
+            assert process.poll() is None, "the study ended before it could be killed"
+            assert time.monotonic() < deadline, "the second cell never checkpointed"
+            time.sleep(0.005)
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.slow
+def test_study_killed_resumed_and_run_cell_by_cell(tmp_path, data_dir):
+    """One uninterrupted sequential study against the same study run as separate jobs (seed 0,
+    killed in its second cell and resubmitted; then seed 1): the same results, cell for cell."""
+    sequential = tmp_path / "sequential"
+    run_study(sequential, data_dir)
+    for name in ("report.md", "results.csv", "summary.csv", "figures/metrics.png"):
+        assert (sequential / name).exists(), name
+
+    by_cell = tmp_path / "by_cell"
+    _kill_during_second_cell(by_cell, data_dir, "--seed=0")
+    first = cell.cell_directory(by_cell, "ntxent", 0) / cell.RESULT
+    first_text, first_mtime = first.read_text(), first.stat().st_mtime_ns
+    assert not (cell.cell_directory(by_cell, "warm", 0) / cell.RESULT).exists()
+    log = run_study(by_cell, data_dir, "--seed=0", "--no-report").stderr
+    assert "ntxent seed 0: finished earlier, skipped" in log
+    assert first.read_text() == first_text and first.stat().st_mtime_ns == first_mtime
+    resumed = json.loads((cell.cell_directory(by_cell, "warm", 0) / cell.RESULT).read_text())
+    assert resumed["resumed_from_step"] > 0
+    assert resumed["budget"]["steps"] == 24
+    run_study(by_cell, data_dir, "--seed=1", "--no-report")
+    write_report(by_cell)
+
+    a = pd.read_csv(sequential / "results.csv")
+    b = pd.read_csv(by_cell / "results.csv")
+    assert list(a[["arm", "seed", "metric"]].itertuples(index=False)) == list(
+        b[["arm", "seed", "metric"]].itertuples(index=False)
+    )
+    # The killed-and-resumed cell trained exactly like the uninterrupted one.
+    np.testing.assert_allclose(a["value"], b["value"], rtol=1e-6, atol=1e-9)
+    assert len(a) == 4 * a["metric"].nunique() and a["metric"].str.startswith("retrieval").any()
