@@ -67,6 +67,10 @@ def test_degenerate_intervals():
     assert (flat.low, flat.high) == (1.0, 1.0)
     zero = statistics.paired_difference({0: 1.0, 1: 1.0}, {0: 1.0, 1: 1.0})
     assert (zero.mean, zero.low, zero.high) == (0.0, 0.0, 0.0) and not zero.resolved
+    # One query more out of 522 at both seeds: no spread to judge it by, so not resolved.
+    step = statistics.paired_difference({0: 137 / 522, 1: 140 / 522}, {0: 136 / 522, 1: 139 / 522})
+    assert step.mean == pytest.approx(1 / 522) and step.constant and not step.resolved
+    assert not statistics.paired_difference({0: 0.8, 1: 0.9}, {0: 0.7, 1: 0.7}).constant
     assert statistics.t_interval([np.nan, 2.0, 4.0]).n == 2
 
 
@@ -126,14 +130,17 @@ def test_report_of_known_cells(tmp_path):
     runner.record_study(spec, tmp_path, {"config": SMOKE, "set": ["seeds=(0, 1, 2)"]})
     reference = [0.75, 0.80, 0.76]
     warm = [0.80, 0.83, 0.79]
+    top5 = [0.5, 0.6, 0.7]  # warm: one query more of 522 at each seed
     for seed in range(3):
         _write_result(
-            tmp_path, "ntxent", seed, {"retrieval_top1": reference[seed], "age_r2@all": 0.1}
+            tmp_path,
+            "ntxent",
+            seed,
+            {"retrieval_top1": reference[seed], "retrieval_top5": top5[seed], "age_r2@all": 0.1},
         )
     for seed in range(2):  # seed 2 of "warm" failed; it also trained fewer steps
-        _write_result(
-            tmp_path, "warm", seed, {"retrieval_top1": warm[seed], "age_r2@all": 0.1}, steps=5
-        )
+        metrics = {"retrieval_top1": warm[seed], "retrieval_top5": top5[seed] + 1 / 522}
+        _write_result(tmp_path, "warm", seed, {**metrics, "age_r2@all": 0.1}, steps=5)
     cell.record_failure(tmp_path, "warm", 2, MemoryError("out of memory"))
 
     report = write_report(tmp_path).read_text()
@@ -152,10 +159,15 @@ def test_report_of_known_cells(tmp_path):
     assert (difference["low"], difference["high"]) == pytest.approx((0.04 - half, 0.04 + half))
     assert not difference["resolved"]
     results = pd.read_csv(tmp_path / "results.csv")
-    assert len(results) == 2 * 5 and set(results.columns) == {"arm", "seed", "metric", "value"}
+    assert len(results) == 3 * 5 and set(results.columns) == {"arm", "seed", "metric", "value"}
     assert "warm seed 2: failed: MemoryError: out of memory" in report
     assert "NOT set by the arm" in report  # warm's steps differ and no override asked for it
-    assert "**warm** vs ntxent: no resolved difference. Within noise on 2 of 2" in report
+    assert (
+        "**warm** vs ntxent: no resolved difference. Within noise on 2 of 3 metrics. The same "
+        "nonzero difference at every matched seed, so no spread to judge it by (not counted as "
+        "resolved): retrieval_top5 +0.002 at 2 seeds." in report
+    )
+    assert "| retrieval_top5 | +0.002 (same at every seed) |" in report
     assert (tmp_path / "figures" / "metrics.png").exists()
     assert (tmp_path / "figures" / "differences.png").exists()
 

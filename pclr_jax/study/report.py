@@ -99,6 +99,8 @@ def _cell(mean: float, low: float, high: float, signed: bool = False) -> str:
     sign = "+" if signed else ""
     if not (math.isfinite(low) and math.isfinite(high)):
         return f"{mean:{sign}.3f} (1 seed)"
+    if low == high and mean != 0:
+        return f"{mean:{sign}.3f} (same at every seed)"
     return f"{mean:{sign}.3f} [{low:{sign}.3f}, {high:{sign}.3f}]"
 
 
@@ -163,15 +165,22 @@ def _plain_words(summary: pd.DataFrame, reference: str, confidence: float) -> li
             lines.append(f"- **{arm}** vs {reference}: fewer than 2 matched seeds, no interval.")
             continue
         resolved = part[part["resolved"].astype(bool)]
+        constant = part[(part["n"] >= 2) & (part["sd"] == 0) & (part["mean"] != 0)]
         said = [
             f"{'higher' if r.mean > 0 else 'lower'} {r.metric} "
             f"({_cell(r.mean, r.low, r.high, signed=True)})"
             for r in resolved.itertuples()
         ]
-        noise = len(part) - len(resolved)
+        noise = len(part) - len(resolved) - len(constant)
         text = f"- **{arm}** vs {reference}: "
         text += ("resolved: " + "; ".join(said) + ". ") if said else "no resolved difference. "
         text += f"Within noise on {noise} of {len(part)} metrics."
+        if len(constant):
+            text += " The same nonzero difference at every matched seed, so no spread to judge "
+            text += "it by (not counted as resolved): " + "; ".join(
+                f"{r.metric} {r.mean:+.3f} at {r.n} seeds" for r in constant.itertuples()
+            )
+            text += "."
         lines.append(text)
     total = int((differences["n"] >= 2).sum())
     lines.append(
@@ -368,7 +377,9 @@ def write_report(study_dir, reference: str | None = None) -> pathlib.Path:
         "probe label draws. Per arm, the interval is Student's t over the seeds "
         "(mean ± t(0.975, n-1)·sd/√n). Against the reference, the per-seed differences are "
         "paired by seed and the interval is the paired t interval (scipy.stats.ttest_rel); a "
-        "difference is resolved when it excludes 0. With 3-5 seeds the t interval is the "
+        "difference is resolved when it excludes 0, and a nonzero difference that is the "
+        "same at every seed (zero spread, as a discrete metric at few seeds can give) is "
+        "reported as such and not counted as resolved. With 3-5 seeds the t interval is the "
         "honest choice: a bootstrap can only resample the few seeds there are and its "
         "percentile interval covers much less than 95%.",
         "",
