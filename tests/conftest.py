@@ -36,10 +36,8 @@ def tiny_synthetic_data_dir(tmp_path_factory) -> pathlib.Path:
 
 
 def pytest_collection_modifyitems(items):
-    """Long work first: the tests of an ``xdist_group`` (whole modules that share an expensive
-    run) and those marked ``slow`` start the session, the rest keep their order behind them.
-    Under ``pytest -n 2 --dist loadgroup`` (run.sh) the two workers then share the long items
-    from the start and the short ones fill in, instead of one long item running on alone at the
-    end while the other worker idles."""
-    long = lambda item: any(item.get_closest_marker(m) for m in ("xdist_group", "slow"))
-    items.sort(key=lambda item: not long(item))  # stable: each part keeps its order
+    """Long work first: tests marked ``slow`` start the session, the rest keep their order behind
+    them. Under ``pytest -n 2 --dist loadfile`` (run.sh) the two workers then share the modules
+    with long tests from the start and the short ones fill in, instead of one long module being
+    reached late and running on alone while the other worker idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable sort

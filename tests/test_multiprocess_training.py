@@ -37,8 +37,7 @@ RUN = (
     "--config.model.unit_filters=(16,)",
 )
 TIMEOUT_S = 600
-# The module's tests stay on one xdist worker, so that the reference run is made once.
-pytestmark = pytest.mark.xdist_group("multiprocess_training")
+pytestmark = pytest.mark.slow  # minutes: six two-process jobs
 
 
 def train_job(workdir, data_dir) -> list[str]:

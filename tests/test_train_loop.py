@@ -4,9 +4,8 @@ SIGTERM, and the non-finite-loss stop.
 Runs go through ``train.py`` in subprocesses (8 faked CPU devices, inherited from conftest), the
 way a user or a cluster scheduler starts them. They share one JAX compilation cache (``env``):
 most runs compile the same smoke programs (init, step, evaluation), which costs far more than
-their steps; a later run loads the executables the first one compiled. The module's tests stay on
-one xdist worker (``xdist_group``, run.sh passes ``--dist loadgroup``) so that its reference run
-and the cache are made once.
+their steps; a later run loads the executables the first one compiled. run.sh keeps a module on
+one xdist worker (``--dist loadfile``), so the reference run and the cache are made once.
 """
 
 import json
@@ -22,7 +21,7 @@ import pytest
 from restore_worker import flatten
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.xdist_group("train_loop")
+pytestmark = pytest.mark.slow  # minutes: a dozen train.py runs
 
 
 def train_command(workdir, data_dir, *overrides):
