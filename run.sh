@@ -28,7 +28,8 @@ case "${1:-}" in
     ensure_venv ",beam"
     shift
     set +e
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 "$VENV/bin/python" -m pytest -n 2 -q tests "$@"
+    # loadfile: a module's tests share one worker, so a module-scoped run is made once.
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 "$VENV/bin/python" -m pytest -n 2 --dist loadfile -q tests "$@"
     rc=$?
     set -e
     if [ "$rc" -eq 5 ]; then

@@ -33,3 +33,11 @@ def tiny_synthetic_data_dir(tmp_path_factory) -> pathlib.Path:
 
     BUILDERS["pclr_synthetic"](config="tiny", data_dir=str(directory)).download_and_prepare()
     return directory
+
+
+def pytest_collection_modifyitems(items):
+    """Long work first: tests marked ``slow`` start the session, the rest keep their order behind
+    them. Under ``pytest -n 2 --dist loadfile`` (run.sh) the two workers then share the modules
+    with long tests from the start and the short ones fill in, instead of one long module being
+    reached late and running on alone while the other worker idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable sort

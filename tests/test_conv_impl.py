@@ -155,31 +155,45 @@ def test_fused_batch_norm_averages_statistics_over_axis_name():
         _close(a, e)
 
 
-IMPLS = list(itertools.product(conv.CONV_IMPLS[1:], batch_norm.NORM_IMPLS[1:]))
-
-
-@pytest.mark.parametrize(
-    "base",
-    [
-        TINY,
-        ODD,
-        EncoderConfig(
-            n_samples=2500,
-            unit_samples=(1250, 313, 79, 20),
-            unit_filters=(8, 8, 16, 16),
-            stem_filters=8,
-            head_sizes=(16,),
-        ),
-    ],
-    ids=["tiny", "odd", "lead_ii_strides"],
+IMPLS = set(itertools.product(conv.CONV_IMPLS[1:], batch_norm.NORM_IMPLS[1:]))
+REFERENCE_IMPLS = ("xla", "flax")
+LEAD_II_STRIDES = EncoderConfig(
+    n_samples=2500,
+    unit_samples=(1250, 313, 79, 20),
+    unit_filters=(8, 8, 16, 16),
+    stem_filters=8,
+    head_sizes=(16,),
 )
-def test_encoder_outputs_and_gradients_agree_across_impls(base):
+# Each encoder against the reference formulation with a share of the others (each of them
+# compiled twice per encoder, the whole cost of this test): every conv and every batch-norm
+# formulation on every encoder, every combination of the two on at least one.
+ENCODER_CASES = {
+    "tiny": (TINY, (("space_to_depth", "fused"), ("space_to_depth_grad", "flax"))),
+    "odd": (ODD, (("space_to_depth", "flax"), ("space_to_depth_grad", "fused"))),
+    "lead_ii_strides": (
+        LEAD_II_STRIDES,
+        (("xla", "fused"), ("space_to_depth", "fused"), ("space_to_depth_grad", "flax")),
+    ),
+}
+
+
+def test_encoder_cases_cover_every_combination():
+    covered = {REFERENCE_IMPLS} | {i for _, impls in ENCODER_CASES.values() for i in impls}
+    assert covered == IMPLS
+    for _, impls in ENCODER_CASES.values():
+        assert {c for c, _ in impls} | {"xla"} == set(conv.CONV_IMPLS[1:])
+        assert {n for _, n in impls} | {"flax"} == set(batch_norm.NORM_IMPLS[1:])
+
+
+@pytest.mark.parametrize("case", list(ENCODER_CASES))
+def test_encoder_outputs_and_gradients_agree_across_impls(case):
     """Same parameters (tree, shapes, initial values) and, in training mode, the same
     embeddings, projections, batch statistics and gradients for every formulation."""
+    base, impls = ENCODER_CASES[case]
     base = base.replace(dropout=0.0)
     x = np.random.default_rng(0).normal(size=(3, base.n_samples, base.n_leads)).astype(np.float32)
     results = {}
-    for conv_impl, norm_impl in IMPLS:
+    for conv_impl, norm_impl in (REFERENCE_IMPLS, *impls):
         config = base.replace(conv_impl=conv_impl, norm_impl=norm_impl)
         variables = init_variables(config, jax.random.key(0))
         model = PCLRModel(config)
@@ -196,7 +210,7 @@ def test_encoder_outputs_and_gradients_agree_across_impls(base):
         (_, aux), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
         evaluated = jax.jit(model.apply)(variables, x)
         results[(conv_impl, norm_impl)] = (variables, aux, grads, evaluated)
-    ref_vars, ref_aux, ref_grads, ref_eval = results[("xla", "flax")]
+    ref_vars, ref_aux, ref_grads, ref_eval = results[REFERENCE_IMPLS]
     for key, (variables, aux, grads, evaluated) in results.items():
         assert jax.tree.structure(variables) == jax.tree.structure(ref_vars), key
         for a, e in zip(jax.tree.leaves(variables), jax.tree.leaves(ref_vars), strict=True):

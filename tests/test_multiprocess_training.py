@@ -1,6 +1,7 @@
-"""The whole training job (smoke config) as 2 processes on localhost, 2 faked CPU devices each,
-``jax.distributed`` on 127.0.0.1: it finishes and exports, stops together on a signal to one
-process, resumes exactly after all processes are killed, and every process restores the export.
+"""The whole training job (smoke config, one residual unit) as 2 processes on localhost, 2 faked
+CPU devices each, ``jax.distributed`` on 127.0.0.1: it finishes and exports, stops together on a
+signal to one process, resumes exactly after all processes are killed, and every process restores
+the export.
 
 Runs go through ``train.py`` in subprocesses, the way a cluster launcher starts them. (No shared
 compilation cache: jax writes it from process 0 only, so process 1 would still compile while
@@ -29,8 +30,14 @@ RUN = (
     f"--config.eval.every_steps={STEPS}",
     "--config.checkpoint.every_steps=3",
     "--config.checkpoint.stop_check_every_steps=2",
+    # One residual unit instead of the smoke model's four: what these tests check does not
+    # depend on the depth, and every process of every job compiles the model (init, step,
+    # evaluation), about half the cost of compiling four units.
+    "--config.model.unit_samples=(64,)",
+    "--config.model.unit_filters=(16,)",
 )
 TIMEOUT_S = 600
+pytestmark = pytest.mark.slow  # minutes: six two-process jobs
 
 
 def train_job(workdir, data_dir) -> list[str]:

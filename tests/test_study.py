@@ -186,7 +186,7 @@ def study_command(workdir, data_dir, *extra):
         f"--workdir={workdir}",
         f"--set=base.data.data_dir={str(data_dir)!r}",
         "--set=base.total_steps=24",
-        "--set=base.checkpoint.every_steps=2",
+        "--set=base.checkpoint.every_steps=8",  # each save costs ~0.5 s; the kill needs one
         f"--compilation-cache={pathlib.Path(workdir).parent / 'xla_cache'}",
         *extra,
     ]

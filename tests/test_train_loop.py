@@ -2,10 +2,14 @@
 SIGTERM, and the non-finite-loss stop.
 
 Runs go through ``train.py`` in subprocesses (8 faked CPU devices, inherited from conftest), the
-way a user or a cluster scheduler starts them.
+way a user or a cluster scheduler starts them. They share one JAX compilation cache (``env``):
+most runs compile the same smoke programs (init, step, evaluation), which costs far more than
+their steps; a later run loads the executables the first one compiled. run.sh keeps a module on
+one xdist worker (``--dist loadfile``), so the reference run and the cache are made once.
 """
 
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -17,6 +21,7 @@ import pytest
 from restore_worker import flatten
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # minutes: a dozen train.py runs
 
 
 def train_command(workdir, data_dir, *overrides):
@@ -30,10 +35,11 @@ def train_command(workdir, data_dir, *overrides):
     ]
 
 
-def run_training(workdir, data_dir, *overrides, timeout=300):
+def run_training(workdir, data_dir, *overrides, timeout=300, env=None):
     result = subprocess.run(
         train_command(workdir, data_dir, *overrides),
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -74,6 +80,8 @@ LONG = (
     "--config.eval.every_steps=30",
     "--config.checkpoint.every_steps=5",
 )
+# A short run; two tests use the same one, so that the second loads its programs from the cache.
+SHORT = ("--config.total_steps=6", "--config.eval.every_steps=6")
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +91,17 @@ def data_dir(tiny_synthetic_data_dir):
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory, data_dir):
+def env(tmp_path_factory) -> dict[str, str]:
+    """The runs' environment: this one plus a JAX compilation cache shared by the module's runs."""
+    cache = tmp_path_factory.mktemp("xla_cache")
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache)}
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, data_dir, env):
     """An uninterrupted 60-step run."""
     workdir = tmp_path_factory.mktemp("reference")
-    result = run_training(workdir, data_dir, *LONG)
+    result = run_training(workdir, data_dir, *LONG, env=env)
     (workdir / "stderr.txt").write_text(result.stderr)  # not a terminal: plain progress lines
     return workdir
 
@@ -153,11 +168,12 @@ def test_log_lines_and_the_exported_encoders_default_layer(reference_run):
         np.testing.assert_allclose(encoder.embed(ecgs), expected, rtol=1e-5, atol=1e-5)
 
 
-def kill_after_step(workdir, data_dir, step, *overrides) -> int:
+def kill_after_step(workdir, data_dir, step, *overrides, env=None) -> int:
     """Starts a run, SIGKILLs it once ``step`` is logged; returns the last step logged then."""
     process = subprocess.Popen(
         train_command(workdir, data_dir, *overrides),
         cwd=REPO,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -171,23 +187,24 @@ def kill_after_step(workdir, data_dir, step, *overrides) -> int:
     return reached
 
 
-def test_sigkill_then_resume_reproduces_every_loss(tmp_path, data_dir, reference_run):
-    reached = kill_after_step(tmp_path, data_dir, 17, *LONG)
+def test_sigkill_then_resume_reproduces_every_loss(tmp_path, data_dir, env, reference_run):
+    reached = kill_after_step(tmp_path, data_dir, 17, *LONG, env=env)
     assert reached < 60 and not (tmp_path / "summary.json").exists()
     saved = checkpoint_steps(tmp_path)
     assert saved and saved[-1] < 60
 
-    run_training(tmp_path, data_dir, *LONG)
+    run_training(tmp_path, data_dir, *LONG, env=env)
     resumed, reference = losses_by_step(tmp_path), losses_by_step(reference_run)
     assert sorted(resumed) == sorted(reference)
     for step in reference:
         assert resumed[step] == reference[step], f"step {step} differs after resume"
 
 
-def test_sigterm_saves_and_exits_cleanly(tmp_path, data_dir):
+def test_sigterm_saves_and_exits_cleanly(tmp_path, data_dir, env):
     process = subprocess.Popen(
         train_command(tmp_path, data_dir, *LONG),
         cwd=REPO,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -206,8 +223,8 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, data_dir):
     assert not (tmp_path / "summary.json").exists()
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
-    run_training(tmp_path, data_dir, "--config.total_steps=6", "--config.eval.every_steps=6")
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir, env):
+    run_training(tmp_path, data_dir, *SHORT, env=env)
     assert checkpoint_steps(tmp_path)[-1] == 6
     result = subprocess.run(
         train_command(
@@ -219,6 +236,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
             "--config.checkpoint.every_steps=100",
         ),
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -227,12 +245,13 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
     assert "NonFiniteLossError" in result.stderr
     assert "last good checkpoint (step 6)" in result.stderr
     assert checkpoint_steps(tmp_path)[-1] == 6
-    # The intact checkpoint still resumes into a normal run.
-    run_training(tmp_path, data_dir, "--config.total_steps=8", "--config.eval.every_steps=8")
-    assert checkpoint_steps(tmp_path)[-1] == 8
+    # The intact checkpoint still resumes into a normal run (the reference run's length, whose
+    # programs are in the cache by now).
+    run_training(tmp_path, data_dir, *LONG, env=env)
+    assert checkpoint_steps(tmp_path)[-1] == 60
 
 
-def test_pclr_train_runs_from_another_directory(tmp_path, data_dir):
+def test_pclr_train_runs_from_another_directory(tmp_path, data_dir, env):
     """``pclr train`` passes absl flags through, and configs import their siblings from any cwd."""
     result = subprocess.run(
         [
@@ -243,16 +262,16 @@ def test_pclr_train_runs_from_another_directory(tmp_path, data_dir):
             f"--config={REPO / 'configs' / 'smoke.py'}",
             f"--workdir={tmp_path / 'run'}",
             f"--config.data.data_dir={data_dir}",
-            "--config.total_steps=4",
-            "--config.eval.every_steps=4",
+            *SHORT,
         ],
         cwd=tmp_path,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(losses_by_step(tmp_path / "run")) == [1, 2, 3, 4]
+    assert sorted(losses_by_step(tmp_path / "run")) == [1, 2, 3, 4, 5, 6]
     assert "retrieval_top1" in result.stdout
 
 
@@ -265,14 +284,14 @@ def test_train_metrics_report_the_input_stall(reference_run):
 
 
 def test_device_resident_run_killed_and_resumed_gives_the_host_loaders_losses(
-    tmp_path, data_dir, reference_run
+    tmp_path, data_dir, env, reference_run
 ):
     """The device-resident feed draws the host loader's batches, so an interrupted and resumed
     run in that mode logs exactly the uninterrupted host-loader run's losses."""
     device_resident = (*LONG, "--config.loader.mode=device_resident")
-    kill_after_step(tmp_path, data_dir, 12, *device_resident)
+    kill_after_step(tmp_path, data_dir, 12, *device_resident, env=env)
     assert checkpoint_steps(tmp_path)[-1] < 60
-    run_training(tmp_path, data_dir, *device_resident)
+    run_training(tmp_path, data_dir, *device_resident, env=env)
     resumed, reference = losses_by_step(tmp_path), losses_by_step(reference_run)
     assert sorted(resumed) == sorted(reference)
     for step in reference:
