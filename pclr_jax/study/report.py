@@ -5,7 +5,7 @@ Writes into the study workdir:
 * ``results.csv``: one row per finished cell and metric (arm, seed, metric, value);
 * ``summary.csv``: per arm and metric the mean over seeds and its 95% t interval (``kind=arm``),
   and per arm the paired difference to the reference arm over matched seeds (``kind=difference``:
-  mean, interval, p-value, resolved);
+  mean, interval, p-value, resolved, constant);
 * ``report.md``: the budget each arm kept, the two tables, the resolved differences in plain
   words, the failed and missing cells, and the method;
 * ``figures/metrics.png`` (per-seed values, means and intervals per arm) and
@@ -82,6 +82,7 @@ def summarize(results_frame: pd.DataFrame, arms: Sequence[str], reference: str) 
                         **_fields(difference),
                         p_value=difference.p_value,
                         resolved=difference.resolved,
+                        constant=difference.constant,
                     )
                 )
     return pd.DataFrame(rows)
@@ -165,7 +166,7 @@ def _plain_words(summary: pd.DataFrame, reference: str, confidence: float) -> li
             lines.append(f"- **{arm}** vs {reference}: fewer than 2 matched seeds, no interval.")
             continue
         resolved = part[part["resolved"].astype(bool)]
-        constant = part[(part["n"] >= 2) & (part["sd"] == 0) & (part["mean"] != 0)]
+        constant = part[part["constant"].astype(bool) & (part["mean"] != 0)]
         said = [
             f"{'higher' if r.mean > 0 else 'lower'} {r.metric} "
             f"({_cell(r.mean, r.low, r.high, signed=True)})"
