@@ -5,8 +5,9 @@ Two parts (``docs/scaling.md`` shows and explains their output):
 ``--compile``: compiles (does not run) the full-size training step (12 x 4096 input, 320-320 head,
 NT-Xent, Adam, global batch norm) on ``--devices`` faked CPU devices with ``--pairs-per-device``
 pairs each, parses the collectives of the compiled program with
-:func:`pclr_jax.communication.collective_bytes` and compares them with
-:func:`pclr_jax.communication.expected_bytes`; ``--out`` writes both as JSON. About 20-60 s and
+:func:`pclr_jax.benchmarking.communication.collective_bytes` and compares them with
+:func:`pclr_jax.benchmarking.communication.expected_bytes`; ``--out`` writes both as JSON. About
+20-60 s and
 4 GB.
 
 Without ``--compile``: prints Markdown tables of projected step times from the analytic model and
@@ -71,9 +72,9 @@ def compile_and_compare(devices: int, pairs_per_device: int, dtype: str) -> dict
 
     import jax
 
-    from pclr_jax import communication
-    from pclr_jax.distributed import make_mesh
-    from pclr_jax.model import EncoderConfig
+    from pclr_jax.benchmarking import communication
+    from pclr_jax.model.encoder import EncoderConfig
+    from pclr_jax.runtime.distributed import make_mesh
 
     config = EncoderConfig(dtype=dtype)
     mesh = make_mesh()
@@ -122,8 +123,8 @@ def _gather_time(size: float, n: int, bandwidth: float, latency: float) -> float
 
 def project(platform: dict, n: int, pairs_per_device: int) -> dict:
     """Projected step time (seconds) of the released model, global batch norm, bf16 compute."""
-    from pclr_jax import communication
-    from pclr_jax.model import EncoderConfig
+    from pclr_jax.benchmarking import communication
+    from pclr_jax.model.encoder import EncoderConfig
 
     config = EncoderConfig()
     far = n > platform["node"]

@@ -38,12 +38,12 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from pclr_jax import batch_norm, conv
-from pclr_jax.distributed import make_mesh
 from pclr_jax.losses import get_loss
-from pclr_jax.model import EncoderConfig, init_variables
-from pclr_jax.train_state import create_train_state
-from pclr_jax.train_step import make_embed_fn, make_train_step
+from pclr_jax.model import batch_norm, conv
+from pclr_jax.model.encoder import EncoderConfig, init_variables
+from pclr_jax.runtime.distributed import make_mesh
+from pclr_jax.step.train_state import create_train_state
+from pclr_jax.step.train_step import make_embed_fn, make_train_step
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from train_step import _optimizer  # noqa: E402

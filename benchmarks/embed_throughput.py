@@ -37,7 +37,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pclr_jax import load_encoder  # noqa: E402
-from pclr_jax.keras_graph import decode_tuples  # noqa: E402
+from pclr_jax.weights.keras_graph import decode_tuples  # noqa: E402
 
 GRAPH = (
     pathlib.Path(__file__).resolve().parents[1] / "tests/data/keras/pclr_keras_model_config.json"

@@ -131,8 +131,8 @@ def code15_source(n_exams: int, directory: str) -> str:
     (4000 samples) zero-padded to 4096, two exams per patient."""
     import h5py
 
-    from pclr_jax.data import synthetic
     from pclr_jax.data.builders.pclr_synthetic import render_patients
+    from pclr_jax.data.synthetic import generator as synthetic
 
     config = synthetic.SyntheticConfig(
         n_patients=n_exams, ecgs_per_patient=(1, 1), n_samples=4000, duration_s=10.0

@@ -36,12 +36,12 @@ from loader_throughput import cpu_name, write_split
 from pclr_jax.data.device_prefetch import DevicePrefetcher, to_device_batch
 from pclr_jax.data.device_resident import DeviceResidentPairLoader
 from pclr_jax.data.loader import PairLoaderConfig, make_pair_loader, to_global_batch
-from pclr_jax.distributed import make_mesh
 from pclr_jax.losses import get_loss
-from pclr_jax.model import EncoderConfig
-from pclr_jax.optimizers import fixed_adam_config, make_optimizer
-from pclr_jax.train_state import create_train_state
-from pclr_jax.train_step import make_train_step
+from pclr_jax.model.encoder import EncoderConfig
+from pclr_jax.runtime.distributed import make_mesh
+from pclr_jax.step.optimizers import fixed_adam_config, make_optimizer
+from pclr_jax.step.train_state import create_train_state
+from pclr_jax.step.train_step import make_train_step
 from pclr_jax.training.step_metrics import InputStallMeter, LateMetrics
 
 MODELS = {

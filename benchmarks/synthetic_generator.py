@@ -19,9 +19,9 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from pclr_jax.data import synthetic  # noqa: E402
-from pclr_jax.data.synthetic_render import render  # noqa: E402
-from pclr_jax.data.synthetic_traits import sample_patient_model  # noqa: E402
+from pclr_jax.data.synthetic import generator as synthetic  # noqa: E402
+from pclr_jax.data.synthetic.render import render  # noqa: E402
+from pclr_jax.data.synthetic.traits import sample_patient_model  # noqa: E402
 
 
 def _cpu_name() -> str:

@@ -5,12 +5,12 @@ import importlib
 # The public names load on first use (PEP 562), so that processes which need no model (the
 # ingest workers of `pclr prepare`, Beam workers) start without importing JAX and Flax.
 _EXPORTS = {
-    "Encoder": "pclr_jax.embedder",
-    "load_encoder": "pclr_jax.embedder",
-    "EncoderConfig": "pclr_jax.model",
-    "PCLREncoder": "pclr_jax.model",
-    "PCLRModel": "pclr_jax.model",
-    "ProjectionHead": "pclr_jax.model",
+    "Encoder": "pclr_jax.embedding.embedder",
+    "load_encoder": "pclr_jax.embedding.embedder",
+    "EncoderConfig": "pclr_jax.model.encoder",
+    "PCLREncoder": "pclr_jax.model.encoder",
+    "PCLRModel": "pclr_jax.model.encoder",
+    "ProjectionHead": "pclr_jax.model.encoder",
 }
 
 __all__ = [

@@ -1,5 +1,5 @@
 """Side-by-side calibration table: model-free statistics of real PTB-XL patients with several ECGs
-and of synthetic ``pclr_synthetic`` configs (:mod:`pclr_jax.data.synthetic_calibration`).
+and of synthetic ``pclr_synthetic`` configs (:mod:`pclr_jax.data.synthetic.calibration`).
 
     PTBXL_DIR=path/to/ptb-xl python scripts/calibrate_synthetic.py \
         --configs cpu_default cpu_realistic --synthetic-patients 1000 --out calibration.md
@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import wfdb
 
-from pclr_jax.data import synthetic
 from pclr_jax.data.builders.pclr_synthetic import PclrSynthetic
-from pclr_jax.data.synthetic_calibration import cohort_statistics, measure_cohort
+from pclr_jax.data.synthetic import generator as synthetic
+from pclr_jax.data.synthetic.calibration import cohort_statistics, measure_cohort
 
 ROWS = (
     ("patients", "patients with 2+ measurable ECGs", "{:.0f}"),

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 from jax.experimental import multihost_utils
 
-from pclr_jax.distributed import make_mesh, maybe_initialize_distributed
+from pclr_jax.runtime.distributed import make_mesh, maybe_initialize_distributed
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 * :func:`shared_graph` / :func:`build_shared` rebuild the released PCLR layer graphs
   (``tests/data/keras/*.json``, saved by tf.keras 2.4) with Keras;
 * :func:`build_keras_encoder` is an independent Keras implementation of the architecture from an
-  :class:`~pclr_jax.model.EncoderConfig`, written with the Keras functional API after ml4h's
+  :class:`~pclr_jax.model.encoder.EncoderConfig`, written with the Keras functional API after ml4h's
   ``ResidualUnit``, that also reports which Keras layer plays which Flax module;
 * :func:`randomize` gives any such model random weights and non-trivial batch-norm statistics;
 * ``TINY`` and ``ODD`` are small encoder configurations for fast tests.
@@ -17,8 +17,8 @@ import pathlib
 import keras
 import numpy as np
 
-from pclr_jax.keras_graph import decode_tuples
-from pclr_jax.model import EncoderConfig
+from pclr_jax.model.encoder import EncoderConfig
+from pclr_jax.weights.keras_graph import decode_tuples
 
 GRAPHS = pathlib.Path(__file__).parent / "data" / "keras"
 SHARED_NAMES = ("pclr", "pclr_lead_i", "pclr_lead_ii", "pclr_with_head")

@@ -51,10 +51,10 @@ def one_step(mesh, local_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """From a fixed initial state, one step: its loss and the flattened parameters and batch
     statistics before (``initial``) and after (``params``)."""
     from pclr_jax.losses import get_loss
-    from pclr_jax.model import EncoderConfig
-    from pclr_jax.optimizers import make_optimizer
-    from pclr_jax.train_state import create_train_state
-    from pclr_jax.train_step import make_train_step
+    from pclr_jax.model.encoder import EncoderConfig
+    from pclr_jax.step.optimizers import make_optimizer
+    from pclr_jax.step.train_state import create_train_state
+    from pclr_jax.step.train_step import make_train_step
 
     config = EncoderConfig(**TINY)
     opt_cfg = ml_collections.ConfigDict(
@@ -86,7 +86,7 @@ def one_step(mesh, local_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def main(out_dir: str) -> None:
-    from pclr_jax.distributed import make_mesh, maybe_initialize_distributed
+    from pclr_jax.runtime.distributed import make_mesh, maybe_initialize_distributed
 
     if not maybe_initialize_distributed():
         raise RuntimeError("JAX_COORDINATOR_ADDRESS is not set: not a multi-process run")

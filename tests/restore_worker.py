@@ -24,8 +24,8 @@ def flatten(tree, prefix=()):
 
 
 def main(workdir: str, out_dir: str) -> None:
-    from pclr_jax.distributed import maybe_initialize_distributed
-    from pclr_jax.encoder_checkpoint import restore_encoder
+    from pclr_jax.runtime.distributed import maybe_initialize_distributed
+    from pclr_jax.weights.encoder_checkpoint import restore_encoder
 
     if not maybe_initialize_distributed():
         raise RuntimeError("JAX_COORDINATOR_ADDRESS is not set: not a multi-process run")

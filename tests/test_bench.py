@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from jax import lax
 
-from pclr_jax import cli
 from pclr_jax.benchmarking import runner
 from pclr_jax.benchmarking.flops import jit_flops
 from pclr_jax.benchmarking.workloads import arch_spec, encoder_config
+from pclr_jax.commands import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PROTOCOL = REPO / "pclr_jax/benchmarking/protocol.py"
@@ -64,8 +64,8 @@ def test_step_flops_count_every_device_of_a_shard_map_step():
     from jax.sharding import PartitionSpec as P
 
     from pclr_jax.benchmarking.flops import cost_flops, program_devices, step_flops
-    from pclr_jax.distributed import make_mesh
     from pclr_jax.losses import get_loss
+    from pclr_jax.runtime.distributed import make_mesh
 
     loss = get_loss("ntxent", axis_name="data", temperature=0.1)
     rng = np.random.default_rng(0)
@@ -143,7 +143,7 @@ def test_flops_match_hand_count_of_a_tiny_conv_net():
 
 def test_full_model_size_and_flops():
     """The released architecture with its head: 6,600,352 parameters, ~3.65 GFLOP forward."""
-    from pclr_jax.model import PCLRModel, count_parameters
+    from pclr_jax.model.encoder import PCLRModel, count_parameters
 
     config = encoder_config("full")
     assert arch_spec(config)["downsample"] == [4, 4, 4, 4]
@@ -246,7 +246,7 @@ def _reference_npz(path: pathlib.Path) -> dict:
     """pclr-jax weights (perturbed batch-norm statistics), an input and the outputs."""
     from flax.traverse_util import flatten_dict
 
-    from pclr_jax.model import PCLRModel, init_variables
+    from pclr_jax.model.encoder import PCLRModel, init_variables
 
     config = encoder_config("tiny", 256)
     rng = np.random.default_rng(0)

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pclr_jax.data import synthetic
 from pclr_jax.data.builders import PclrSynthetic
 from pclr_jax.data.builders.base import COMMON_LABELS, drop_duplicate_copies, normalize_manifest
 from pclr_jax.data.prepared import load_prepared
@@ -23,6 +22,7 @@ from pclr_jax.data.splits import (
     patient_fraction,
     splits_from_folds,
 )
+from pclr_jax.data.synthetic import generator as synthetic
 
 
 def test_assign_splits_is_a_function_of_the_patient_alone():
@@ -173,7 +173,7 @@ def test_prepared_split_is_readable_without_tensorflow(synthetic_dir):
 
 
 def test_prepare_command_prints_the_counts_and_skips_a_prepared_set(synthetic_dir, capsys):
-    from pclr_jax.cli import main
+    from pclr_jax.commands.cli import main
     from pclr_jax.commands.prepare import DATASETS
     from pclr_jax.data.builders import BUILDERS
 

@@ -1,5 +1,6 @@
 """Collectives of the compiled sharded train step (parsed from its HLO) against the analytic model
-of ``pclr_jax.communication``: two independent derivations of the bytes a step communicates."""
+of ``pclr_jax.benchmarking.communication``: two independent derivations of the bytes a step
+communicates."""
 
 import jax
 import jax.numpy as jnp
@@ -7,9 +8,9 @@ import pytest
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from pclr_jax import communication
-from pclr_jax.distributed import make_mesh
-from pclr_jax.model import EncoderConfig, init_variables
+from pclr_jax.benchmarking import communication
+from pclr_jax.model.encoder import EncoderConfig, init_variables
+from pclr_jax.runtime.distributed import make_mesh
 
 # Small enough to compile in seconds; unit 0 keeps its width (no skip convolution), unit 1 widens.
 # The kernel size is a multiple of the strides, as in the released models (see expected_bytes).

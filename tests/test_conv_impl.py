@@ -1,4 +1,5 @@
-"""The conv / pool / batch-norm formulations (pclr_jax/conv.py, pclr_jax/batch_norm.py) against
+"""The conv / pool / batch-norm formulations (pclr_jax/model/conv.py, pclr_jax/model/batch_norm.py)
+against
 the reference ``lax.conv_general_dilated``, ``nn.max_pool`` and ``nn.BatchNorm``: values and
 gradients, per layer and for the whole encoder."""
 
@@ -12,8 +13,8 @@ import pytest
 from jax import lax
 from keras_reference import ODD, TINY
 
-from pclr_jax import batch_norm, conv
-from pclr_jax.model import EncoderConfig, PCLRModel, init_variables
+from pclr_jax.model import batch_norm, conv
+from pclr_jax.model.encoder import EncoderConfig, PCLRModel, init_variables
 
 
 def _reference_conv(x, kernel, stride):

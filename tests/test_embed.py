@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from pclr_jax import load_encoder
-from pclr_jax.cli import main
-from pclr_jax.encoder_checkpoint import save_encoder
-from pclr_jax.keras_export import write_keras_h5
-from pclr_jax.model import EncoderConfig, PCLRModel, init_variables
-from pclr_jax.preprocess import ECGValidationError, prepare_ecg
-from pclr_jax.records import iter_records, read_wfdb
+from pclr_jax.commands.cli import main
+from pclr_jax.model.encoder import EncoderConfig, PCLRModel, init_variables
+from pclr_jax.signals.preprocess import ECGValidationError, prepare_ecg
+from pclr_jax.signals.records import iter_records, read_wfdb
+from pclr_jax.weights.encoder_checkpoint import save_encoder
+from pclr_jax.weights.keras_export import write_keras_h5
 
 TINY = EncoderConfig(
     n_samples=256,
@@ -272,8 +272,8 @@ def test_allow_embeds_a_record_that_fails_a_check_and_lists_it(
     weights, inputs, test_data_dir, tmp_path, capsys
 ):
     from pclr_jax.commands.embed import add_parser
-    from pclr_jax.preprocess import ALLOWABLE_CHECKS, prepare_checked, resample_ml4h
-    from pclr_jax.records import SAMPLE_ID_MODES
+    from pclr_jax.signals.preprocess import ALLOWABLE_CHECKS, prepare_checked, resample_ml4h
+    from pclr_jax.signals.records import SAMPLE_ID_MODES
 
     variables, _, _, third_party = weights
     signal = flat_lead_npy(test_data_dir, inputs[2][0], tmp_path / "ningbo.npy")
@@ -310,7 +310,7 @@ def test_default_output_follows_where_the_weights_come_from(weights, tmp_path):
     import argparse
 
     from pclr_jax.commands.probe import _embed_with_weights
-    from pclr_jax.representation import orbax_marker
+    from pclr_jax.weights.output_layer import orbax_marker
 
     variables, h5_path, orbax_dir, third_party = weights
     assert [load_encoder(p).output for p in (h5_path, orbax_dir, third_party)] == [

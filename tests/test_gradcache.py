@@ -10,13 +10,13 @@ from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from pclr_jax import gradcache
-from pclr_jax.distributed import make_mesh
 from pclr_jax.losses import get_loss
-from pclr_jax.model import EncoderConfig, PCLRModel
-from pclr_jax.optimizers import make_optimizer
-from pclr_jax.train_state import create_train_state
-from pclr_jax.train_step import make_forward, make_train_step
+from pclr_jax.model.encoder import EncoderConfig, PCLRModel
+from pclr_jax.runtime.distributed import make_mesh
+from pclr_jax.step import gradcache
+from pclr_jax.step.optimizers import make_optimizer
+from pclr_jax.step.train_state import create_train_state
+from pclr_jax.step.train_step import make_forward, make_train_step
 
 TINY = EncoderConfig(
     n_samples=128,

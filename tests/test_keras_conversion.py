@@ -19,15 +19,15 @@ from keras_reference import (
     shared_graph,
 )
 
-from pclr_jax.cli import main
-from pclr_jax.encoder_checkpoint import read_metadata, restore_encoder, save_encoder
-from pclr_jax.keras_export import model_config, write_keras_h5
-from pclr_jax.keras_graph import parse_model_config, trace_resnet
-from pclr_jax.keras_h5 import read_keras_h5, read_str_list_attr
-from pclr_jax.leads import STANDARD_LEADS
-from pclr_jax.model import EncoderConfig, PCLRModel, count_parameters, init_variables
-from pclr_jax.preprocess import prepare_ecg
-from pclr_jax.records import read_wfdb
+from pclr_jax.commands.cli import main
+from pclr_jax.model.encoder import EncoderConfig, PCLRModel, count_parameters, init_variables
+from pclr_jax.signals.leads import STANDARD_LEADS
+from pclr_jax.signals.preprocess import prepare_ecg
+from pclr_jax.signals.records import read_wfdb
+from pclr_jax.weights.encoder_checkpoint import read_metadata, restore_encoder, save_encoder
+from pclr_jax.weights.keras_export import model_config, write_keras_h5
+from pclr_jax.weights.keras_graph import parse_model_config, trace_resnet
+from pclr_jax.weights.keras_h5 import read_keras_h5, read_str_list_attr
 
 TEST_DATA = pathlib.Path(__file__).parent / "data"
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pclr_jax.launchers import (
+from pclr_jax.runtime.launchers import (
     local_device_ids,
     slurm_tasks_on_node,
     torchrun_initialize_args,

@@ -3,7 +3,7 @@
 import pytest
 import wfdb
 
-from pclr_jax.leads import STANDARD_LEADS, lead_indices, normalize_lead_name
+from pclr_jax.signals.leads import STANDARD_LEADS, lead_indices, normalize_lead_name
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The Flax encoder (pclr_jax/model.py) against Keras 3 as an independent reference."""
+"""The Flax encoder (pclr_jax/model/encoder.py) against Keras 3 as an independent reference."""
 
 import flax.linen as nn
 import jax
@@ -14,7 +14,7 @@ from keras_reference import (
     shared_graph,
 )
 
-from pclr_jax.model import EncoderConfig, PCLRModel, count_parameters, init_variables
+from pclr_jax.model.encoder import EncoderConfig, PCLRModel, count_parameters, init_variables
 
 
 def _close(actual, expected):

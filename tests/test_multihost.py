@@ -10,7 +10,7 @@ from jax.sharding import AxisType
 from multihost_worker import GLOBAL_PAIRS, global_batch, one_step
 from multiprocess_jobs import finish_job, start_job
 
-from pclr_jax.distributed import make_mesh, maybe_initialize_distributed
+from pclr_jax.runtime.distributed import make_mesh, maybe_initialize_distributed
 
 WORKER = pathlib.Path(__file__).with_name("multihost_worker.py")
 TIMEOUT_S = 240

@@ -20,7 +20,7 @@ from multiprocess_jobs import finish_job, kill_job, start_job
 from restore_worker import flatten
 from test_train_loop import checkpoint_steps, losses_by_step, train_command, wait_for_step
 
-from pclr_jax.encoder_checkpoint import read_metadata
+from pclr_jax.weights.encoder_checkpoint import read_metadata
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESTORE_WORKER = pathlib.Path(__file__).with_name("restore_worker.py")
@@ -69,7 +69,7 @@ def test_every_process_restores_the_exported_encoder(reference_run, tmp_path):
     command = [sys.executable, str(RESTORE_WORKER), str(workdir), str(tmp_path)]
     finish_job(start_job(command, REPO), TIMEOUT_S)
 
-    from pclr_jax.keras_h5 import read_keras_h5
+    from pclr_jax.weights.keras_h5 import read_keras_h5
 
     expected = dict(flatten(read_keras_h5(workdir / "encoder.h5").variables))
     for process in (0, 1):

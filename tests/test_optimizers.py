@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from pclr_jax.optimizers import (
+from pclr_jax.step.optimizers import (
     current_learning_rate,
     decay_mask,
     make_optimizer,

@@ -12,7 +12,7 @@ from multihost_worker import TINY as TINY_FIELDS
 
 from pclr_jax.losses import get_loss, similarity
 from pclr_jax.losses.similarity import auto_chunk_size, contrastive_row_stats
-from pclr_jax.model import EncoderConfig, PCLRModel, init_variables
+from pclr_jax.model.encoder import EncoderConfig, PCLRModel, init_variables
 
 TINY = EncoderConfig(**TINY_FIELDS)
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -80,8 +80,8 @@ def test_unknown_precision_and_float16_training_are_refused():
         TINY.replace(precision="tf32")
     import optax
 
-    from pclr_jax.distributed import make_mesh
-    from pclr_jax.train_step import make_train_step
+    from pclr_jax.runtime.distributed import make_mesh
+    from pclr_jax.step.train_step import make_train_step
 
     with pytest.raises(ValueError, match="without loss scaling"):
         make_train_step(

@@ -18,7 +18,7 @@ pytest.importorskip("apache_beam")
 
 from test_builders import MIMIC_LEADS, fake_signal, write_wfdb  # noqa: E402
 
-from pclr_jax.cli import main as cli_main  # noqa: E402
+from pclr_jax.commands.cli import main as cli_main  # noqa: E402
 from pclr_jax.data.builders.beam_prepare import patient_chunks  # noqa: E402
 from pclr_jax.data.prepared import load_prepared, prepared_directory  # noqa: E402
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import wfdb
 
-from pclr_jax.leads import STANDARD_LEADS
-from pclr_jax.preprocess import ECGValidationError, prepare_ecg
-from pclr_jax.records import ECGRecord, read_wfdb
+from pclr_jax.signals.leads import STANDARD_LEADS
+from pclr_jax.signals.preprocess import ECGValidationError, prepare_ecg
+from pclr_jax.signals.records import ECGRecord, read_wfdb
 
 PTBXL_100 = "ptbxl/records100/00000/00273_lr"
-# The 12 standard leads as each source spells them (hand-written, not via pclr_jax.leads).
+# The 12 standard leads as each source spells them (hand-written, not via pclr_jax.signals.leads).
 SPELLINGS = {
     "ptbxl": ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"],
     "cinc2021": list(STANDARD_LEADS),

@@ -245,7 +245,7 @@ def test_learning_curve_with_a_fixed_test_set():
 
 
 def test_probe_command_reports_bad_inputs_clearly(tmp_path):
-    from pclr_jax.cli import main
+    from pclr_jax.commands.cli import main
 
     frame = pd.DataFrame({"sample_id": ["a", "b", "c"], "latent_0": [0.1, 0.2, 0.3]})
     frame.assign(latent_2=1.0).to_csv(tmp_path / "gap.csv", index=False)
@@ -263,7 +263,7 @@ def test_probe_command_reports_bad_inputs_clearly(tmp_path):
 
 def test_probe_command_multi_hot_columns_from_the_embedding_file(tmp_path, capsys):
     """Labels may ride in the embedding file; ``--task dx`` gathers the columns ``dx_<class>``."""
-    from pclr_jax.cli import main
+    from pclr_jax.commands.cli import main
 
     rng = np.random.default_rng(5)
     n = 300
@@ -306,7 +306,7 @@ def test_probe_command_explains_a_label_file_that_matches_nothing(tmp_path):
         str(tmp_path / "labels.csv"),
     ]
     result = subprocess.run(
-        [sys.executable, "-m", "pclr_jax.cli", "probe", *argv, "--task", "afib:binary"]
+        [sys.executable, "-m", "pclr_jax.commands.cli", "probe", *argv, "--task", "afib:binary"]
         + ["--out", str(tmp_path / "out")],
         capture_output=True,
         text=True,

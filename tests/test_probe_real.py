@@ -15,7 +15,7 @@ import wfdb
 from scipy import stats
 from sklearn import metrics as skm
 
-from pclr_jax.cli import main
+from pclr_jax.commands.cli import main
 from pclr_jax.evaluation import (
     fit_linear_probe,
     known_labels,
@@ -24,7 +24,7 @@ from pclr_jax.evaluation import (
     score_predictions,
 )
 from pclr_jax.evaluation.supervised import random_init_embeddings
-from pclr_jax.model import EncoderConfig
+from pclr_jax.model.encoder import EncoderConfig
 
 SMALL_100HZ = EncoderConfig(
     n_samples=1000,

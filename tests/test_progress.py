@@ -2,7 +2,7 @@
 
 import io
 
-from pclr_jax.progress import Progress, track
+from pclr_jax.runtime.progress import Progress, track
 
 
 class Terminal(io.StringIO):

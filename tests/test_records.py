@@ -10,8 +10,8 @@ import pytest
 import scipy.io
 import wfdb
 
-from pclr_jax.leads import STANDARD_LEADS
-from pclr_jax.records import (
+from pclr_jax.signals.leads import STANDARD_LEADS
+from pclr_jax.signals.records import (
     ArrayOptions,
     ECGRecord,
     ECGValidationError,

@@ -179,7 +179,7 @@ def study_command(workdir, data_dir, *extra):
     return [
         sys.executable,
         "-m",
-        "pclr_jax.cli",
+        "pclr_jax.commands.cli",
         "study",
         "run",
         f"--config={SMOKE}",

@@ -13,7 +13,7 @@ from pclr_jax.evaluation.supervised import (
     recalibrated_batch_stats,
     train_supervised,
 )
-from pclr_jax.model import EncoderConfig, init_variables
+from pclr_jax.model.encoder import EncoderConfig, init_variables
 
 TINY = EncoderConfig(
     n_samples=256,
@@ -93,11 +93,11 @@ def test_probe_command_with_weights_and_every_baseline(tmp_path, capsys):
     import pandas as pd
 
     from pclr_jax import load_encoder
-    from pclr_jax.cli import main
+    from pclr_jax.commands.cli import main
     from pclr_jax.data.builders.pclr_synthetic import PclrSynthetic
-    from pclr_jax.encoder_checkpoint import save_encoder
     from pclr_jax.evaluation.inputs import load_split
     from pclr_jax.evaluation.supervised import embed_ecgs
+    from pclr_jax.weights.encoder_checkpoint import save_encoder
 
     PclrSynthetic(config="tiny", data_dir=str(tmp_path), workers=0).download_and_prepare()
     variables = init_variables(TINY, jax.random.key(7))

@@ -16,7 +16,7 @@ from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pclr_jax.data.synthetic import (
+from pclr_jax.data.synthetic.generator import (
     ECG_COLUMNS,
     SyntheticConfig,
     generate,

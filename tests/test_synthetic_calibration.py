@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pclr_jax.data.synthetic_calibration import (
+from pclr_jax.data.synthetic.calibration import (
     LEADS,
     N_SAMPLES,
     RATE,

@@ -127,8 +127,8 @@ def test_run_writes_every_output(reference_run):
     assert (workdir / "tensorboard").is_dir()
 
     # The exports hold the trained weights: the Orbax and Keras copies agree exactly.
-    from pclr_jax.encoder_checkpoint import restore_encoder
-    from pclr_jax.keras_h5 import read_keras_h5
+    from pclr_jax.weights.encoder_checkpoint import restore_encoder
+    from pclr_jax.weights.keras_h5 import read_keras_h5
 
     config, variables = restore_encoder(workdir / "encoder")
     keras_model = read_keras_h5(workdir / "encoder.h5")
@@ -147,7 +147,7 @@ def test_log_lines_and_the_exported_encoders_default_layer(reference_run):
     """Not on a terminal, progress is one plain line per ``log_every_steps`` (1 in the smoke
     config), no carriage returns; the exported encoder embeds with the layer the run evaluated."""
     from pclr_jax import load_encoder
-    from pclr_jax.model import PCLRModel
+    from pclr_jax.model.encoder import PCLRModel
 
     log = (reference_run / "stderr.txt").read_text()
     assert "\r" not in log
@@ -257,7 +257,7 @@ def test_pclr_train_runs_from_another_directory(tmp_path, data_dir, env):
         [
             sys.executable,
             "-m",
-            "pclr_jax.cli",
+            "pclr_jax.commands.cli",
             "train",
             f"--config={REPO / 'configs' / 'smoke.py'}",
             f"--workdir={tmp_path / 'run'}",

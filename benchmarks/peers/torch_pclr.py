@@ -1,6 +1,6 @@
 """PyTorch peer of ``pclr bench``: the PCLR model, NT-Xent training step and embedding in torch.
 
-The same network as :mod:`pclr_jax.model` (given by ``--arch``, the JSON of
+The same network as :mod:`pclr_jax.model.encoder` (given by ``--arch``, the JSON of
 ``pclr_jax.benchmarking.workloads.arch_spec``), written independently in torch:
 
 * 1-D convolutions without bias and with TensorFlow's 'same' padding (``out = ceil(n / s)``, the

@@ -149,7 +149,14 @@ class Check:
     def bench(self, name: str, args: list[str], torch_python: str | None) -> dict | None:
         s = self.sizes
         path = self.out / f"{name}.json"
-        command = [sys.executable, "-m", "pclr_jax.cli", "bench", *args, f"--config={s['config']}"]
+        command = [
+            sys.executable,
+            "-m",
+            "pclr_jax.commands.cli",
+            "bench",
+            *args,
+            f"--config={s['config']}",
+        ]
         command += [f"--steps={s['steps']}", f"--warmup={s['warmup']}", "--peak-size=0"]
         if torch_python:
             command += ["--vs", "torch", "--peer-python", f"torch={torch_python}"]

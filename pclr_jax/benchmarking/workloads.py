@@ -1,6 +1,7 @@
 """The pclr-jax contender of ``pclr bench``: each workload through the library's real code path.
 
-* ``train``: :func:`pclr_jax.train_step.make_train_step` (both views in one forward pass, NT-Xent
+* ``train``: :func:`pclr_jax.step.train_step.make_train_step` (both views in one forward pass,
+  NT-Xent
   t=0.1, Adam, gradient clipping at norm 1), compiled ahead of time, on random ``(pairs, samples,
   leads)`` views. A step on ``B`` pairs processes ``2B`` ECGs (forward and backward).
 * ``embed``: :meth:`pclr_jax.Encoder.embed` (the pooled ``embed`` output, no head, as the released
@@ -36,7 +37,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from pclr_jax.benchmarking import protocol
-from pclr_jax.model import EncoderConfig
+from pclr_jax.model.encoder import EncoderConfig
 
 # Architectures by name; ``--samples`` rescales the units (each a stride of 4).
 PRESETS = {
@@ -77,14 +78,14 @@ def config_from_spec(spec: dict) -> EncoderConfig:
 
 
 def _optimizer(pairs: int):
-    from pclr_jax.optimizers import fixed_adam_config, make_optimizer
+    from pclr_jax.step.optimizers import fixed_adam_config, make_optimizer
 
     return make_optimizer(fixed_adam_config(), pairs, total_steps=1000)[0]
 
 
 GRAD_CACHE_HINT = (
     "Gradient caching trains the same batch in micro-batches with the same loss and gradients: "
-    "train with --config.grad_cache_microbatch=M (pclr_jax.gradcache, docs/training_step.md), "
+    "train with --config.grad_cache_microbatch=M (pclr_jax.step.gradcache, docs/training_step.md), "
     "and measure it with pclr bench train --grad-cache-microbatch M; or bench a smaller "
     "--batch-pairs."
 )
@@ -125,11 +126,11 @@ def compile_train_step(
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from pclr_jax.distributed import make_mesh
     from pclr_jax.losses import get_loss
-    from pclr_jax.model import count_parameters
-    from pclr_jax.train_state import create_train_state
-    from pclr_jax.train_step import make_train_step
+    from pclr_jax.model.encoder import count_parameters
+    from pclr_jax.runtime.distributed import make_mesh
+    from pclr_jax.step.train_state import create_train_state
+    from pclr_jax.step.train_step import make_train_step
 
     mesh = make_mesh(devices)
     if pairs % mesh.size:
@@ -209,8 +210,8 @@ def setup_embed(config: EncoderConfig, args: argparse.Namespace):
     import jax
 
     from pclr_jax.benchmarking.flops import step_flops
-    from pclr_jax.embedder import Encoder
-    from pclr_jax.model import count_parameters, init_variables
+    from pclr_jax.embedding.embedder import Encoder
+    from pclr_jax.model.encoder import count_parameters, init_variables
 
     batch_size, devices = args.batch_size or 2 * args.batch_pairs, bench_devices(args.devices)
     bare = init_variables(config, jax.random.key(args.seed), with_head=False)

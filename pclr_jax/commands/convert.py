@@ -3,7 +3,8 @@
 ``pclr convert keras-to-orbax IN.h5 OUT_DIR`` reads the file with h5py alone (nothing in it is
 executed) and ``pclr convert orbax-to-keras IN_DIR OUT.h5`` writes a file that tf.keras 2.x and
 Keras 3 load with ``keras.models.load_model``. Both carry the marker of the output ``pclr embed``
-uses by default (:mod:`pclr_jax.representation`): a third-party Keras file keeps its own output
+uses by default (:mod:`pclr_jax.weights.output_layer`): a third-party Keras file keeps its own
+output
 (``final``), an encoder pclr-jax trained its pooled ``embed`` layer.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from pclr_jax.representation import default_output, orbax_marker
+from pclr_jax.weights.output_layer import default_output, orbax_marker
 
 
 def add_parser(subparsers) -> None:
@@ -36,7 +37,7 @@ def add_parser(subparsers) -> None:
 
 
 def describe(config) -> str:
-    """One line summarising an :class:`~pclr_jax.model.EncoderConfig`."""
+    """One line summarising an :class:`~pclr_jax.model.encoder.EncoderConfig`."""
     head = "x".join(map(str, config.head_sizes)) if config.head_sizes else "none"
     stem_bn = " + batch norm" if config.stem_batch_norm else ""
     return (
@@ -50,9 +51,9 @@ def describe(config) -> str:
 def keras_to_orbax(args: argparse.Namespace) -> int:
     import os
 
-    from pclr_jax.encoder_checkpoint import save_encoder
-    from pclr_jax.keras_h5 import read_keras_h5
-    from pclr_jax.model import count_parameters
+    from pclr_jax.model.encoder import count_parameters
+    from pclr_jax.weights.encoder_checkpoint import save_encoder
+    from pclr_jax.weights.keras_h5 import read_keras_h5
 
     model = read_keras_h5(args.source)
     choice = default_output(model.default_output)
@@ -79,9 +80,9 @@ def keras_to_orbax(args: argparse.Namespace) -> int:
 def orbax_to_keras(args: argparse.Namespace) -> int:
     import os
 
-    from pclr_jax.encoder_checkpoint import read_metadata, restore_encoder
-    from pclr_jax.keras_export import write_keras_h5
-    from pclr_jax.model import count_parameters
+    from pclr_jax.model.encoder import count_parameters
+    from pclr_jax.weights.encoder_checkpoint import read_metadata, restore_encoder
+    from pclr_jax.weights.keras_export import write_keras_h5
 
     if os.path.exists(args.destination) and not args.overwrite:
         raise SystemExit(f"{args.destination} exists; pass --overwrite to replace it")

@@ -1,8 +1,9 @@
 """``pclr embed``: ECG files -> a table of embeddings (``sample_id, latent_0 ... latent_{D-1}``).
 
 Inputs are WFDB records (``.hea`` files or folders of them), ``.npy`` arrays and HDF5 files (see
-:mod:`pclr_jax.records` for the layouts and assumptions). Each record is prepared with
-:func:`pclr_jax.preprocess.prepare_ecg` for the model's input length and leads; records that fail
+:mod:`pclr_jax.signals.records` for the layouts and assumptions). Each record is prepared with
+:func:`pclr_jax.signals.preprocess.prepare_ecg` for the model's input length and leads; records
+that fail
 are written with their reason to ``<output stem>.rejected.csv`` beside the output (always
 written, possibly empty) and counted on screen, or stop the run with ``--strict``. Every record
 read is either a row of the output or a row of the report.
@@ -128,9 +129,14 @@ def _by_reason(frame) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pclr_jax.embedder import load_encoder
-    from pclr_jax.progress import Progress
-    from pclr_jax.records import ArrayOptions, ECGValidationError, input_files, iter_input_files
+    from pclr_jax.embedding.embedder import load_encoder
+    from pclr_jax.runtime.progress import Progress
+    from pclr_jax.signals.records import (
+        ArrayOptions,
+        ECGValidationError,
+        input_files,
+        iter_input_files,
+    )
 
     output = pathlib.Path(args.output)
     if output.suffix not in OUTPUT_SUFFIXES:

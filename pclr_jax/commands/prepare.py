@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             f"pclr prepare: {args.name} has configs {configs}, not {args.config!r}", file=sys.stderr
         )
         return 2
-    # The builders report their own progress (pclr_jax.progress: a bar on a terminal, plain
+    # The builders report their own progress (pclr_jax.runtime.progress: a bar on a terminal, plain
     # lines in a log); tfds' bars would redraw into log files.
     tfds.disable_progress_bar()
     try:

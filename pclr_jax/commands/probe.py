@@ -222,7 +222,7 @@ def _load_inputs(args):
 
 def _embed_with_weights(args, ecgs, sources) -> list:
     """Adds one source per ``--weights`` file; returns the loaded encoders."""
-    from pclr_jax import load_encoder
+    from pclr_jax.embedding.embedder import load_encoder
 
     encoders = []
     for name, path in args.weights:
@@ -235,10 +235,11 @@ def _embed_with_weights(args, ecgs, sources) -> list:
 
 
 def _embed_with_progress(encoder, ecgs, desc: str):
-    """``encoder.embed(ecgs)`` in chunks, reported by a :class:`~pclr_jax.progress.Progress`."""
+    """``encoder.embed(ecgs)`` in chunks, reported by a
+    :class:`~pclr_jax.runtime.progress.Progress`."""
     import numpy as np
 
-    from pclr_jax.progress import Progress
+    from pclr_jax.runtime.progress import Progress
 
     chunk = 8 * encoder.batch_size
     parts = []
@@ -253,7 +254,7 @@ def _baselines(args, ecgs, encoders, sources) -> tuple[dict, SupervisedConfig]:
     """Adds ``random_init`` features to ``sources``; returns the network baselines by name
     (``{name: (model_config, encoder_variables or None)}``) and their training config."""
     from pclr_jax.evaluation import supervised
-    from pclr_jax.model import EncoderConfig
+    from pclr_jax.model.encoder import EncoderConfig
 
     if "finetune" in args.baseline and not encoders:
         raise ValueError("--baseline finetune needs --weights (the encoder to fine-tune)")
@@ -308,7 +309,7 @@ def _task_curves(args, table, sources, ecgs, test_rows, networks, sup_config, si
 
     from pclr_jax.evaluation import inputs, probe, supervised
     from pclr_jax.evaluation.inputs import task_labels
-    from pclr_jax.progress import Progress
+    from pclr_jax.runtime.progress import Progress
 
     curves = []
     for spec in args.task:

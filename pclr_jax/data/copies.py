@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pclr_jax.preprocess import resample_antialias
+from pclr_jax.signals.preprocess import resample_antialias
 
 FINGERPRINT_SAMPLES = 500
 WINDOWS = 10

@@ -42,7 +42,7 @@ from jax.sharding import PartitionSpec as P
 
 from pclr_jax.data.loader import PairLoaderConfig, RecordReader
 from pclr_jax.data.pairing import PairSchedule, build_patient_table
-from pclr_jax.distributed import DATA_AXIS
+from pclr_jax.runtime.distributed import DATA_AXIS
 
 log = logging.getLogger(__name__)
 

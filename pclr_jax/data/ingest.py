@@ -24,7 +24,8 @@ class PrepareSpec:
     Attributes:
         n_samples: samples per prepared ECG.
         duration_s: seconds of signal resampled to ``n_samples`` (``None``: the whole record).
-        resample: :func:`~pclr_jax.preprocess.prepare_ecg`'s method, ``'ml4h'`` or ``'antialias'``.
+        resample: :func:`~pclr_jax.signals.preprocess.prepare_ecg`'s method, ``'ml4h'`` or
+        ``'antialias'``.
     """
 
     n_samples: int = 4096

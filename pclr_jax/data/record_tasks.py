@@ -1,9 +1,9 @@
 """Reading and preparing source records in worker processes, for the file-based builders.
 
 A *task* is one manifest row as a plain dict: ``record_id``, ``path`` and what its reader needs.
-Readers turn a task into an :class:`~pclr_jax.records.ECGRecord` (WFDB through
-:func:`pclr_jax.records.read_wfdb`; one ECG of an HDF5 or ``.npy`` array by row);
-:func:`prepare_task` applies :func:`pclr_jax.preprocess.prepare_ecg` and returns an
+Readers turn a task into an :class:`~pclr_jax.signals.records.ECGRecord` (WFDB through
+:func:`pclr_jax.signals.records.read_wfdb`; one ECG of an HDF5 or ``.npy`` array by row);
+:func:`prepare_task` applies :func:`pclr_jax.signals.preprocess.prepare_ecg` and returns an
 :class:`~pclr_jax.data.ingest.Outcome` that carries the failure reason instead of raising.
 Imports neither tensorflow-datasets nor JAX, so worker processes start quickly.
 """
@@ -21,9 +21,9 @@ import numpy as np
 
 from pclr_jax.data import copies
 from pclr_jax.data.ingest import Outcome, PrepareSpec, chunked, ordered_parallel_map
-from pclr_jax.leads import STANDARD_LEADS
-from pclr_jax.preprocess import ECGValidationError, prepare_ecg
-from pclr_jax.records import ECGRecord, read_wfdb
+from pclr_jax.signals.leads import STANDARD_LEADS
+from pclr_jax.signals.preprocess import ECGValidationError, prepare_ecg
+from pclr_jax.signals.records import ECGRecord, read_wfdb
 
 Task = dict[str, Any]
 Reader = Callable[[Task], ECGRecord]
@@ -104,7 +104,8 @@ def _array_record(signal: np.ndarray, task: Task) -> ECGRecord:
 def prepare_record(record: ECGRecord, spec: PrepareSpec) -> np.ndarray:
     """``(n_samples, 12)`` float16 mV from a record; raises ECGValidationError.
 
-    Beyond :func:`~pclr_jax.preprocess.prepare_ecg`'s checks, rejects values that float16 cannot
+    Beyond :func:`~pclr_jax.signals.preprocess.prepare_ecg`'s checks, rejects values that float16
+    cannot
     hold (reason ``'units'``: ``|x| > 65504 mV`` means the signal is not in mV).
     """
     ecg = prepare_ecg(

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from sklearn.model_selection import GroupShuffleSplit
 
-from pclr_jax.model import EncoderConfig, PCLREncoder, init_variables
+from pclr_jax.model.encoder import EncoderConfig, PCLREncoder, init_variables
 
 
 @dataclasses.dataclass(frozen=True)

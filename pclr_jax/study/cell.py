@@ -137,11 +137,11 @@ def evaluate_encoder(
     """Retrieval and probe metrics of a trained encoder (see the module docstring), and the
     probe fits that could not be made, with their reasons (e.g. a single class in the test
     split)."""
-    from pclr_jax import load_encoder
     from pclr_jax.data.prepared import load_prepared
+    from pclr_jax.embedding.embedder import load_encoder
     from pclr_jax.evaluation import learning_curve
     from pclr_jax.evaluation.inputs import task_labels
-    from pclr_jax.training.evaluation import retrieval_metrics
+    from pclr_jax.training.periodic_eval import retrieval_metrics
 
     batch_size = int(config.eval.batch_size)
     encoder = load_encoder(encoder_dir, output="embed", batch_size=batch_size)

@@ -26,7 +26,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from pclr_jax.storage import as_path
+from pclr_jax.runtime.storage import as_path
 
 BEST_METRIC = "retrieval_top1"
 

@@ -12,7 +12,7 @@ import ml_collections
 from etils import epath
 
 from pclr_jax.data.prepared import prepared_directory
-from pclr_jax.storage import check_visible_everywhere, flags_of_all_processes
+from pclr_jax.runtime.storage import check_visible_everywhere, flags_of_all_processes
 
 GENERATED = ("pclr_synthetic",)
 
@@ -71,7 +71,8 @@ def _prepare(data: ml_collections.ConfigDict) -> None:
 
         from pclr_jax.data.builders import BUILDERS
 
-        tfds.disable_progress_bar()  # the builders report progress themselves (pclr_jax.progress)
+        # the builders report progress themselves (pclr_jax.runtime.progress)
+        tfds.disable_progress_bar()
         print(f"preparing {data.name}/{data.config} in {data.data_dir} (first use)")
         BUILDERS[data.name](config=data.config, data_dir=data.data_dir).download_and_prepare()
     multihost_utils.sync_global_devices(f"prepared {data.name}/{data.config}")

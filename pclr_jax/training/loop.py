@@ -28,29 +28,29 @@ import pandas as pd
 from etils import epath
 
 from pclr_jax.data.prepared import load_prepared
-from pclr_jax.distributed import make_mesh, maybe_initialize_distributed
-from pclr_jax.encoder_checkpoint import save_encoder
-from pclr_jax.keras_export import write_keras_h5
 from pclr_jax.losses import get_loss
-from pclr_jax.model import EncoderConfig, init_variables
-from pclr_jax.optimizers import make_optimizer
-from pclr_jax.progress import Progress
-from pclr_jax.storage import as_path, check_shared, write_through_local_file
-from pclr_jax.train_state import create_train_state
-from pclr_jax.train_step import make_embed_fn, make_train_step
+from pclr_jax.model.encoder import EncoderConfig, init_variables
+from pclr_jax.runtime.distributed import make_mesh, maybe_initialize_distributed
+from pclr_jax.runtime.progress import Progress
+from pclr_jax.runtime.storage import as_path, check_shared, write_through_local_file
+from pclr_jax.step.optimizers import make_optimizer
+from pclr_jax.step.train_state import create_train_state
+from pclr_jax.step.train_step import make_embed_fn, make_train_step
 from pclr_jax.training import checkpointing
 from pclr_jax.training.data_setup import ensure_prepared
-from pclr_jax.training.evaluation import (
+from pclr_jax.training.metric_log import MetricLog, plot_curves
+from pclr_jax.training.periodic_eval import (
     ProbeTask,
     embed_split,
     probe_between,
     probe_within_split,
     retrieval_metrics,
 )
-from pclr_jax.training.metric_log import MetricLog, plot_curves
 from pclr_jax.training.preemption import StopAgreement
 from pclr_jax.training.step_metrics import InputStallMeter, LateMetrics
 from pclr_jax.training.train_feed import make_train_feed
+from pclr_jax.weights.encoder_checkpoint import save_encoder
+from pclr_jax.weights.keras_export import write_keras_h5
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     """Runs (or resumes) a pretraining run; returns the final summary (also in summary.json).
 
     ``workdir`` may be local or remote (``gs://...``); with several processes it must be the same
-    folder for all of them (checked at start-up, see :mod:`pclr_jax.storage`).
+    folder for all of them (checked at start-up, see :mod:`pclr_jax.runtime.storage`).
     """
     maybe_initialize_distributed()
     workdir = as_path(workdir)

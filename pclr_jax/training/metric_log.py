@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import tensorboardX
 from etils import epath
 
-from pclr_jax.storage import is_remote
+from pclr_jax.runtime.storage import is_remote
 
 
 class MetricLog:

@@ -59,10 +59,10 @@ import pandas as pd
 import tensorflow_datasets as tfds
 from etils import epath
 
-from pclr_jax import progress
 from pclr_jax.data import copies, ingest
 from pclr_jax.data.prepared import INDEX_TEMPLATE, REPORT_FILE
 from pclr_jax.data.splits import SPLITS, assign_splits, check_fractions, check_patient_disjoint
+from pclr_jax.runtime import progress
 
 N_LEADS = 12
 QUARANTINE_FILE = "quarantine.csv"

@@ -1,4 +1,5 @@
-"""``pclr_synthetic``: the generated multi-patient data set (:mod:`pclr_jax.data.synthetic`).
+"""``pclr_synthetic``: the generated multi-patient data set
+(:mod:`pclr_jax.data.synthetic.generator`).
 
 Needs no download. Splits are by patient (hash of the patient id, 80/10/10). Every ECG is kept
 (there are no bad records); the labels are the generator's ground truth.
@@ -13,10 +14,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from pclr_jax.data import ingest, synthetic
+from pclr_jax.data import ingest
 from pclr_jax.data.builders.base import ECGBuilder, ECGConfig, Label
-from pclr_jax.data.synthetic_render import render
-from pclr_jax.data.synthetic_traits import sample_patient_model
+from pclr_jax.data.synthetic import generator as synthetic
+from pclr_jax.data.synthetic.render import render
+from pclr_jax.data.synthetic.traits import sample_patient_model
 
 CHUNK_PATIENTS = 256
 
@@ -24,7 +26,8 @@ CHUNK_PATIENTS = 256
 @dataclasses.dataclass(eq=False)
 class SyntheticBuilderConfig(ECGConfig):
     """A synthetic data set's size and realism (see
-    :class:`pclr_jax.data.synthetic.SyntheticConfig`; ``realism`` holds the keyword arguments of
+    :class:`pclr_jax.data.synthetic.generator.SyntheticConfig`; ``realism`` holds the keyword
+    arguments of
     its visit, family and electrode-fault knobs, empty for the original configs)."""
 
     n_patients: int = 2000
@@ -66,7 +69,7 @@ def render_patients(
     config: synthetic.SyntheticConfig, patient_ids: np.ndarray
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Every ECG of ``patient_ids``: ``(N, n_samples, 12)`` float32 mV and its metadata rows,
-    identical to those :func:`~pclr_jax.data.synthetic.iter_synthetic_chunks` gives."""
+    identical to those :func:`~pclr_jax.data.synthetic.generator.iter_synthetic_chunks` gives."""
     inputs, metadata = synthetic.sample_recordings(
         config, sample_patient_model(config, patient_ids)
     )

@@ -12,7 +12,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from pclr_jax.losses import ContrastiveLoss
-from pclr_jax.model import EncoderConfig, PCLRModel
+from pclr_jax.model.encoder import EncoderConfig, PCLRModel
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -61,9 +61,9 @@ def create_train_state(
     Args:
       model_config: the encoder and head to train.
       loss: the contrastive loss; its ``init_params()`` become ``params['loss']``.
-      optimizer: from :func:`pclr_jax.optimizers.make_optimizer`.
+      optimizer: from :func:`pclr_jax.step.optimizers.make_optimizer`.
       rng: a PRNG key (typed or raw); it seeds the weights and the dropout stream.
-      mesh: the ``'data'`` mesh of :func:`pclr_jax.distributed.make_mesh`.
+      mesh: the ``'data'`` mesh of :func:`pclr_jax.runtime.distributed.make_mesh`.
     """
     model = PCLRModel(model_config)
     dummy = jnp.zeros((1, model_config.n_samples, model_config.n_leads), jnp.float32)

@@ -1,6 +1,6 @@
 """A synthetic multi-patient 12-lead ECG data set with physiological structure.
 
-Patients (:mod:`pclr_jax.data.synthetic_traits`) carry latent traits -- age, sex, QRS axis, QRS
+Patients (:mod:`pclr_jax.data.synthetic.traits`) carry latent traits -- age, sex, QRS axis, QRS
 width, QT, voltage, left ventricular hypertrophy (LVH), atrial fibrillation (AF), bundle-branch
 block (BBB) -- that shape a cardiac dipole, plus a personal shape signature. Each recording of a
 patient (:func:`iter_synthetic_chunks`) varies what changes between visits:
@@ -26,7 +26,7 @@ AF f-waves             patient rate times exp(0.05 z) Hz, frequency modulation 3
 
 Artefacts are added on the independent leads I, II, V1-V6 and the other four limb leads are
 derived afterwards, so Einthoven's law holds in every ECG (see
-:mod:`pclr_jax.data.synthetic_render`). White noise is cut from a bank of 2**22 standard-normal
+:mod:`pclr_jax.data.synthetic.render`). White noise is cut from a bank of 2**22 standard-normal
 float32 samples per seed at random offsets (drawing 32,768 Gaussians per ECG would cost more than
 rendering it).
 
@@ -35,7 +35,7 @@ random streams, keyed by the seed and its id.
 
 The realistic configs add, on streams of their own, look-alike families, visits years apart with
 drifting traits and conditions that change between ECGs, and electrode faults
-(:mod:`pclr_jax.data.synthetic_visits`); the metadata then also says each ECG's years since the
+(:mod:`pclr_jax.data.synthetic.visits`); the metadata then also says each ECG's years since the
 patient's first, and its faults (``limb_reversal`` 0/1, ``precordial_swap`` -1 or the first of the
 two swapped chest leads, 0 = V1).
 """
@@ -51,15 +51,15 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from pclr_jax.data.synthetic_render import INDEPENDENT_LEADS, WAVES, RenderInputs, render
-from pclr_jax.data.synthetic_traits import (
+from pclr_jax.data.synthetic.render import INDEPENDENT_LEADS, WAVES, RenderInputs, render
+from pclr_jax.data.synthetic.traits import (
     NOISE_BANK_STREAM,
     RECORDING_STREAM,
     PatientModel,
     patient_rng,
     sample_patient_model,
 )
-from pclr_jax.data.synthetic_visits import apply_lead_faults, visit_models, visits_enabled
+from pclr_jax.data.synthetic.visits import apply_lead_faults, visit_models, visits_enabled
 
 NOISE_BANK_SIZE = 2**22
 RR_RANGE_S = (0.3, 2.0)
@@ -131,7 +131,7 @@ class SyntheticConfig:
         age_mean, age_std, age_range: the normal age distribution (years) and its clip.
         af_prevalence, lvh_prevalence, bbb_prevalence: expected fraction of patients with atrial
             fibrillation, left ventricular hypertrophy and bundle-branch block (risk rises with age
-            and in men, see :mod:`pclr_jax.data.synthetic_traits`).
+            and in men, see :mod:`pclr_jax.data.synthetic.traits`).
         right_bbb_fraction: fraction of bundle-branch blocks that are right (the rest left).
         lvh_strain_fraction: fraction of LVH patients with strain (T-wave inversion).
         noise_mv: (min, max) of the per-ECG white-noise standard deviation, mV (log-uniform).
@@ -144,7 +144,7 @@ class SyntheticConfig:
             visit_jitter, heart_rate_jitter, condition_drift_per_year, condition_jitter,
             lvh_progression_per_year, limb_reversal_rate, precordial_swap_rate: families of
             look-alike patients, visits years apart, conditions that change between ECGs and
-            electrode faults; all off (0) by default, see :mod:`pclr_jax.data.synthetic_visits`.
+            electrode faults; all off (0) by default, see :mod:`pclr_jax.data.synthetic.visits`.
     """
 
     n_patients: int
@@ -245,7 +245,7 @@ class SyntheticConfig:
 
 def sample_patients(config: SyntheticConfig) -> pd.DataFrame:
     """One row per patient: patient_id, age (years), sex (0 male, 1 female), af, lvh, bbb (0/1)
-    and the latent traits documented in :mod:`pclr_jax.data.synthetic_traits`."""
+    and the latent traits documented in :mod:`pclr_jax.data.synthetic.traits`."""
     return sample_patient_model(config, np.arange(config.n_patients)).traits
 
 

@@ -4,7 +4,7 @@ Two independent views of the same quantity, per device per step:
 
 * :func:`collective_bytes` parses the HLO text of a compiled, sharded program (e.g.
   ``step.lower(state, batch).compile().as_text()`` for the step of
-  :func:`pclr_jax.train_step.make_train_step`) and sums the collectives it finds, per kind
+  :func:`pclr_jax.step.train_step.make_train_step`) and sums the collectives it finds, per kind
   (``all-reduce``, ``all-gather``, ``reduce-scatter``, ``all-to-all``, ``collective-permute``):
   how many run and their operand and result bytes. Collectives inside ``while`` loops count once
   per iteration when XLA knows the trip count.
@@ -44,8 +44,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pclr_jax import batch_norm
-from pclr_jax.model import EncoderConfig
+from pclr_jax.model import batch_norm
+from pclr_jax.model.encoder import EncoderConfig
 
 KINDS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
@@ -302,9 +302,9 @@ def compiled_step_hlo(
     from jax.sharding import PartitionSpec as P
 
     from pclr_jax.losses import get_loss
-    from pclr_jax.optimizers import fixed_adam_config, make_optimizer
-    from pclr_jax.train_state import create_train_state
-    from pclr_jax.train_step import make_train_step
+    from pclr_jax.step.optimizers import fixed_adam_config, make_optimizer
+    from pclr_jax.step.train_state import create_train_state
+    from pclr_jax.step.train_step import make_train_step
 
     optimizer, _ = make_optimizer(fixed_adam_config(), global_pairs, total_steps=10)
     replicated, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
@@ -363,7 +363,7 @@ def expected_bytes(
       batch_pairs_per_device: ``b``, pairs per device (the global batch is ``G = b x n_devices``).
       n_devices: devices on the ``'data'`` axis (the model is for ``n_devices > 1``; tested with
         4 and 8).
-      sync_batch_norm: as in :func:`pclr_jax.train_step.make_train_step`.
+      sync_batch_norm: as in :func:`pclr_jax.step.train_step.make_train_step`.
       n_loss_metrics: float32 scalar metrics the loss returns (1 for NT-Xent).
 
     The batch-norm backward term depends on ``config.norm_impl`` (resolved for this process's

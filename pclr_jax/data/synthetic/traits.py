@@ -75,10 +75,10 @@ import pandas as pd
 from scipy.optimize import brentq
 from scipy.special import expit
 
-from pclr_jax.data.synthetic_render import DOWER, WAVES
+from pclr_jax.data.synthetic.render import DOWER, WAVES
 
 if TYPE_CHECKING:
-    from pclr_jax.data.synthetic import SyntheticConfig
+    from pclr_jax.data.synthetic.generator import SyntheticConfig
 
 TRAIT_STREAM = 0
 RECORDING_STREAM = 1
@@ -206,11 +206,11 @@ def sample_patient_model(config: SyntheticConfig, patient_ids: np.ndarray) -> Pa
     """Draws the traits and dipole models of ``patient_ids`` (deterministic per seed and id).
 
     With ``config.morphology_families`` the shape draws (every normal but age) are mixed with
-    those of the patient's family (:func:`pclr_jax.data.synthetic_visits.family_mix`)."""
+    those of the patient's family (:func:`pclr_jax.data.synthetic.visits.family_mix`)."""
     patient_ids = np.asarray(patient_ids, dtype=np.int64)
     normals, uniforms = _draws(config.seed, patient_ids)
     if config.morphology_families:
-        from pclr_jax.data.synthetic_visits import family_mix
+        from pclr_jax.data.synthetic.visits import family_mix
 
         normals = family_mix(config, patient_ids, normals)
     return model_from_draws(config, patient_ids, normals, uniforms)

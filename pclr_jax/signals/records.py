@@ -2,7 +2,7 @@
 
 An :class:`ECGRecord` is one ECG as stored: ``signal`` ``(samples, leads)`` in its file's
 ``units``, the file's lead names and sampling rate. Nothing is resampled, reordered or validated
-here beyond what is needed to read the file; :func:`pclr_jax.preprocess.prepare_ecg` turns a
+here beyond what is needed to read the file; :func:`pclr_jax.signals.preprocess.prepare_ecg` turns a
 record into model input. A file that cannot be read raises (or, from :func:`iter_records`,
 yields) an :class:`ECGValidationError` that names the record.
 
@@ -14,7 +14,8 @@ Supported inputs
   default, mV). Extra channels (PTB's Frank leads ``vx vy vz``) are kept; lead selection drops
   them later.
 * **NumPy** ``.npy``: ``(N, samples, leads)`` (or one ECG ``(samples, leads)``) float array,
-  assumed to hold the 12 standard leads in :data:`~pclr_jax.leads.STANDARD_LEADS` order in mV
+  assumed to hold the 12 standard leads in :data:`~pclr_jax.signals.leads.STANDARD_LEADS` order in
+  mV
   unless ``lead_names``/``units`` say otherwise. A ``.npy`` file has no sampling rate: pass
   ``sampling_rate`` (Hz); by default every ECG is taken to last ``duration_s`` (10 s), i.e.
   ``sampling_rate = samples / 10``. Record ids are ``<file id>:<row>``.
@@ -47,7 +48,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import h5py
 import numpy as np
 
-from pclr_jax.leads import STANDARD_LEADS
+from pclr_jax.signals.leads import STANDARD_LEADS
 
 WFDB_SUFFIXES = (".hea",)
 NPY_SUFFIXES = (".npy",)

@@ -1,7 +1,8 @@
 """What changes between one patient's ECGs beyond a single recording session, and what makes
-patients look alike: the realistic configs of :mod:`pclr_jax.data.synthetic`.
+patients look alike: the realistic configs of :mod:`pclr_jax.data.synthetic.generator`.
 
-All of it is off by default (the knobs of :class:`~pclr_jax.data.synthetic.SyntheticConfig` are
+All of it is off by default (the knobs of
+:class:`~pclr_jax.data.synthetic.generator.SyntheticConfig` are
 zero), and then nothing here draws a random number, so the older configs are unchanged. Each
 patient's visit draws come from a stream of their own (:data:`VISIT_STREAM`), its family from
 :data:`FAMILY_STREAM`, and each family's shape from :data:`FAMILY_SHAPE_STREAM` keyed by the family
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from pclr_jax.data.synthetic_traits import (
+from pclr_jax.data.synthetic.traits import (
     N_NORMALS,
     NORMALS,
     UNIFORMS,
@@ -51,7 +52,7 @@ from pclr_jax.data.synthetic_traits import (
 )
 
 if TYPE_CHECKING:
-    from pclr_jax.data.synthetic import SyntheticConfig
+    from pclr_jax.data.synthetic.generator import SyntheticConfig
 
 VISIT_STREAM = 3
 FAMILY_STREAM = 4

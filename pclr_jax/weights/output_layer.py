@@ -7,8 +7,9 @@ PCLR's paper feeds to linear models.
 
 The default follows where the weights come from, recorded as a *marker* in the files pclr-jax
 writes: the ``default_output`` entry of an Orbax encoder's metadata
-(:func:`pclr_jax.encoder_checkpoint.save_encoder`) and the root attribute
-``pclr_jax_default_output`` of a Keras ``.h5`` (:func:`pclr_jax.keras_export.write_keras_h5`).
+(:func:`pclr_jax.weights.encoder_checkpoint.save_encoder`) and the root attribute
+``pclr_jax_default_output`` of a Keras ``.h5``
+(:func:`pclr_jax.weights.keras_export.write_keras_h5`).
 Encoders pclr-jax trained are written with ``'embed'``; ``pclr convert keras-to-orbax`` of a
 third-party Keras file records ``'final'``, and a Keras file without the marker keeps ml4h's
 meaning, ``'final'``. ``pclr convert`` carries the marker both ways, so it survives export.

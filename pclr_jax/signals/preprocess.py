@@ -1,4 +1,5 @@
-"""From an :class:`~pclr_jax.records.ECGRecord` to model input: ``(n_samples, leads)`` float32 mV.
+"""From an :class:`~pclr_jax.signals.records.ECGRecord` to model input: ``(n_samples, leads)``
+float32 mV.
 
 :func:`prepare_ecg` selects and reorders the leads the model wants (extra leads are dropped only
 after the wanted ones were found), checks the record, converts it to mV and resamples the whole
@@ -33,8 +34,8 @@ from collections.abc import Collection, Sequence
 import numpy as np
 from scipy import signal as sps
 
-from pclr_jax.leads import STANDARD_LEADS, lead_indices, normalize_lead_name
-from pclr_jax.records import ECGRecord, ECGValidationError, millivolts_per_unit
+from pclr_jax.signals.leads import STANDARD_LEADS, lead_indices, normalize_lead_name
+from pclr_jax.signals.records import ECGRecord, ECGValidationError, millivolts_per_unit
 
 __all__ = [
     "RESAMPLE_METHODS",
@@ -88,7 +89,7 @@ _RESAMPLERS = {"ml4h": resample_ml4h, "antialias": resample_antialias}
 
 def select_leads(record: ECGRecord, leads: Sequence[str] = STANDARD_LEADS) -> np.ndarray:
     """The columns of ``record.signal`` for ``leads``, in that order (names matched after
-    :func:`~pclr_jax.leads.normalize_lead_name`); other leads are dropped.
+    :func:`~pclr_jax.signals.leads.normalize_lead_name`); other leads are dropped.
 
     Raises :class:`ECGValidationError` ``'missing_lead'`` naming the first absent lead, or
     ``'bad_shape'`` if the signal is not ``(samples, len(lead_names))`` or a lead is duplicated.

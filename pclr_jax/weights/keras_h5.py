@@ -1,7 +1,8 @@
 """Reading Keras HDF5 model files (``model.save('x.h5')``) of the PCLR encoder with h5py alone.
 
 Nothing in the file is executed or unpickled: the ``model_config`` attribute is parsed as JSON
-(:mod:`pclr_jax.keras_graph` recognises the ResNet in it) and the weights are plain HDF5 datasets
+(:mod:`pclr_jax.weights.keras_graph` recognises the ResNet in it) and the weights are plain HDF5
+datasets
 at ``model_weights/<layer>/<...>/<weight>`` listed by each layer group's ``weight_names``
 attribute (``conv1d/kernel:0`` in Keras 2, ``conv1d/kernel`` in Keras 3).
 
@@ -20,9 +21,9 @@ import h5py
 import jax
 import numpy as np
 
-from pclr_jax.keras_graph import BATCH_NORM, CONV, DENSE, parse_model_config, trace_resnet
-from pclr_jax.model import EncoderConfig, init_variables
-from pclr_jax.representation import H5_ATTRIBUTE
+from pclr_jax.model.encoder import EncoderConfig, init_variables
+from pclr_jax.weights.keras_graph import BATCH_NORM, CONV, DENSE, parse_model_config, trace_resnet
+from pclr_jax.weights.output_layer import H5_ATTRIBUTE
 
 # Keras weight name -> (Flax collection, Flax variable name), per module kind.
 WEIGHT_MAP: dict[str, dict[str, tuple[str, str]]] = {
@@ -42,11 +43,12 @@ class KerasModel:
     """A PCLR encoder read from a Keras file.
 
     ``config`` has ``head_sizes=()`` when the file has no projection head; ``variables`` are in
-    :class:`~pclr_jax.model.PCLRModel` layout (float32 NumPy arrays); ``output_layer`` is the
+    :class:`~pclr_jax.model.encoder.PCLRModel` layout (float32 NumPy arrays); ``output_layer`` is
+    the
     name of the file's output layer (``embed`` for the released models, the last Dense layer
     when a head is present) and ``input_name`` that of its input layer. ``default_output`` is
     the marker a file written by pclr-jax carries (``'embed'`` or ``'final'``), ``None`` for
-    other files (:mod:`pclr_jax.representation`).
+    other files (:mod:`pclr_jax.weights.output_layer`).
     """
 
     config: EncoderConfig
@@ -136,7 +138,8 @@ def read_keras_h5(path: str | os.PathLike) -> KerasModel:
     """Reads a PCLR encoder (with or without projection head) from a Keras ``.h5`` file.
 
     Works for files written by Keras 2.x (tf.keras) and Keras 3, and by
-    :func:`pclr_jax.keras_export.write_keras_h5`. Raises ``ValueError`` naming the layer when the
+    :func:`pclr_jax.weights.keras_export.write_keras_h5`. Raises ``ValueError`` naming the layer
+    when the
     graph is not the PCLR ResNet, a layer type or option is unsupported, or a weight is missing
     or has the wrong shape.
     """

@@ -2,12 +2,12 @@
 
 A checkpoint directory holds two Orbax items:
 
-* ``variables``: the :class:`~pclr_jax.model.PCLRModel` variables (``params`` and
+* ``variables``: the :class:`~pclr_jax.model.encoder.PCLRModel` variables (``params`` and
   ``batch_stats``; the projection head when present), saved with ``StandardSave``;
 * ``metadata``: JSON ``{"format": "pclr-jax-encoder", "version": 1, "encoder_config": ...,
   "default_output": ...}`` plus any caller metadata (e.g. where the weights came from);
   ``default_output`` is the output ``load_encoder`` gives by default
-  (:mod:`pclr_jax.representation`).
+  (:mod:`pclr_jax.weights.output_layer`).
 
 Restoring needs nothing but the directory: the variable shapes are rebuilt from the stored
 configuration.
@@ -21,9 +21,9 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from pclr_jax.model import EncoderConfig, init_variables
-from pclr_jax.representation import METADATA_KEY, TRAINED_OUTPUT, check_output
-from pclr_jax.storage import as_path
+from pclr_jax.model.encoder import EncoderConfig, init_variables
+from pclr_jax.runtime.storage import as_path
+from pclr_jax.weights.output_layer import METADATA_KEY, TRAINED_OUTPUT, check_output
 
 FORMAT = "pclr-jax-encoder"
 VERSION = 1

@@ -14,7 +14,7 @@ Per device, with ``b`` local pairs of the global batch of ``G = b x devices`` pa
    global gradient, identical on every device. (Under ``shard_map``'s default ``check_vma``, the
    gradient of a device-LOCAL loss with respect to replicated parameters is already summed over
    devices; ``pmean``-ing that afterwards would return the sum, ``devices`` times too large.)
-3. Optional gradient caching replaces 1-2 (``pclr_jax.gradcache``).
+3. Optional gradient caching replaces 1-2 (``pclr_jax.step.gradcache``).
 4. The optax update runs on every device on identical values (parameters stay replicated).
    Per-device batch statistics (``sync_batch_norm=False``) are averaged over devices for the
    running averages, so the state stays replicated; with global batch norm they already agree.
@@ -38,12 +38,12 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from pclr_jax import gradcache
-from pclr_jax.distributed import DATA_AXIS
 from pclr_jax.losses import get_loss
-from pclr_jax.model import EncoderConfig, PCLRModel
-from pclr_jax.optimizers import current_learning_rate
-from pclr_jax.train_state import TrainState, replicated
+from pclr_jax.model.encoder import EncoderConfig, PCLRModel
+from pclr_jax.runtime.distributed import DATA_AXIS
+from pclr_jax.step import gradcache
+from pclr_jax.step.optimizers import current_learning_rate
+from pclr_jax.step.train_state import TrainState, replicated
 
 BATCH_KEYS = ("view_a", "view_b", "patient_id")
 
@@ -87,13 +87,13 @@ def make_train_step(
       model_config: the model (``dtype='bfloat16'`` for bf16 compute; parameters, optimizer
         state, batch statistics and the loss stay float32).
       loss_name, loss_hparams: the loss, as for :func:`pclr_jax.losses.get_loss`.
-      optimizer: from :func:`pclr_jax.optimizers.make_optimizer` (its state carries the
+      optimizer: from :func:`pclr_jax.step.optimizers.make_optimizer` (its state carries the
         learning rate reported in the metrics).
       mesh: the ``'data'`` mesh; the state is replicated on it.
       sync_batch_norm: average batch statistics over all devices (global batch norm); False for
         per-device statistics.
       grad_cache_microbatch: None for the direct step; otherwise pairs per micro-batch per device
-        for gradient caching (must divide the per-device batch; see ``pclr_jax.gradcache``).
+        for gradient caching (must divide the per-device batch; see ``pclr_jax.step.gradcache``).
 
     The returned ``step`` takes ``batch = {'view_a': (G, samples, leads) float32 mV, 'view_b':
     (G, samples, leads), 'patient_id': (G,) int32}`` sharded ``P('data')`` (G global pairs,

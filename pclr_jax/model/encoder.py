@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pclr_jax import batch_norm, conv
+from pclr_jax.model import batch_norm, conv
 
 ACTIVATIONS = {"relu": nn.relu, "swish": nn.swish}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -60,7 +60,7 @@ class EncoderConfig:
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
     # Formulations (same parameters, same values up to float rounding; "auto" picks per backend,
-    # see pclr_jax/conv.py, pclr_jax/batch_norm.py and docs/speed_cpu.md).
+    # see pclr_jax/model/conv.py, pclr_jax/model/batch_norm.py and docs/speed_cpu.md).
     conv_impl: str = "auto"
     norm_impl: str = "auto"
     # Encoder convolutions' precision (PRECISIONS). The projection head and the losses'

@@ -2,7 +2,8 @@
 
 The file has the layout tf.keras 2.4 writes (the format of the released PCLR files), which both
 tf.keras 2.x and Keras 3 (``keras.models.load_model``) load: a ``model_config`` JSON graph of a
-functional model generated from the :class:`~pclr_jax.model.EncoderConfig` (layer names as Keras
+functional model generated from the :class:`~pclr_jax.model.encoder.EncoderConfig` (layer names as
+Keras
 gives them: ``ecg``, ``conv1d``, ``conv1d_1``, ``batch_normalization``, ..., ``embed``, and
 ``projection_0`` ... ``projection`` for a head) and the weights under
 ``model_weights/<layer>/<layer>/<weight>:0``.
@@ -24,9 +25,9 @@ import h5py
 import numpy as np
 
 from pclr_jax import __version__
-from pclr_jax.keras_h5 import WEIGHT_MAP
-from pclr_jax.model import EncoderConfig
-from pclr_jax.representation import H5_ATTRIBUTE, TRAINED_OUTPUT, check_output
+from pclr_jax.model.encoder import EncoderConfig
+from pclr_jax.weights.keras_h5 import WEIGHT_MAP
+from pclr_jax.weights.output_layer import H5_ATTRIBUTE, TRAINED_OUTPUT, check_output
 
 # The format written: that of tf.keras 2.4 (TensorFlow kernel layout, channels last).
 KERAS_FORMAT_VERSION = "2.4.0"
@@ -284,13 +285,14 @@ def write_keras_h5(
     variables: dict,
     default_output: str = TRAINED_OUTPUT,
 ) -> str:
-    """Writes ``variables`` (:class:`~pclr_jax.model.PCLRModel` layout) as a Keras ``.h5`` file.
+    """Writes ``variables`` (:class:`~pclr_jax.model.encoder.PCLRModel` layout) as a Keras ``.h5``
+    file.
 
     The projection head is included iff ``variables['params']`` has ``'head'`` and
     ``config.head_sizes`` is non-empty; the file's output is then ``projection``, else ``embed``.
     Weights are written as float32 exactly as given. Returns the name of the output layer.
     ``default_output`` is recorded as the root attribute ``pclr_jax_default_output``: the output
-    pclr-jax's ``load_encoder`` gives by default (:mod:`pclr_jax.representation`; Keras itself
+    pclr-jax's ``load_encoder`` gives by default (:mod:`pclr_jax.weights.output_layer`; Keras itself
     ignores it and predicts the file's output).
     """
     with_head = bool(config.head_sizes) and "head" in variables["params"]

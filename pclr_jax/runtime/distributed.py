@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
-from pclr_jax.launchers import local_device_ids, torchrun_initialize_args
+from pclr_jax.runtime.launchers import local_device_ids, torchrun_initialize_args
 
 DATA_AXIS = "data"
 
@@ -67,10 +67,11 @@ def maybe_initialize_distributed() -> bool:
        slice on GKE), or ``PCLR_AUTO_DISTRIBUTED=1`` (e.g. the workers of a Cloud TPU VM pod
        slice): ``jax.distributed.initialize()`` with jax's cluster auto-detection.
     4. torchrun-style variables (``MASTER_ADDR``, ``WORLD_SIZE`` > 1, ``RANK``): initialise from
-       them (:func:`pclr_jax.launchers.torchrun_initialize_args`).
+       them (:func:`pclr_jax.runtime.launchers.torchrun_initialize_args`).
     5. Otherwise: a single process; nothing is initialised.
 
-    In every case the process's local GPUs come from :func:`pclr_jax.launchers.local_device_ids`
+    In every case the process's local GPUs come from
+    :func:`pclr_jax.runtime.launchers.local_device_ids`
     (e.g. all 8 GPUs of a node for one Slurm task per node, where jax alone would take one).
 
     Returns:

@@ -2,13 +2,13 @@
 
 ``load_encoder`` reads a Keras ``.h5`` file (with h5py only; nothing in the file is executed) or a
 pclr-jax Orbax encoder directory. ``Encoder.embed`` maps ECGs ``(N, samples, leads)`` in mV --
-already prepared with :func:`pclr_jax.preprocess.prepare_ecg` -- to ``(N, dim)`` float32.
+already prepared with :func:`pclr_jax.signals.preprocess.prepare_ecg` -- to ``(N, dim)`` float32.
 
 Which output: ``output='final'`` returns what the file's model outputs, as Keras ``predict``
 would: the projection when the weights include the projection head, else the pooled embedding.
 ``output='embed'`` always returns the pooled ``embed`` layer (``config.embed_dim``, 320 for the
 released models), the representation PCLR's paper feeds to linear models. ``load_encoder``'s
-default follows the file (:mod:`pclr_jax.representation`): ``'embed'`` for encoders pclr-jax
+default follows the file (:mod:`pclr_jax.weights.output_layer`): ``'embed'`` for encoders pclr-jax
 trained, ``'final'`` (ml4h's meaning) for third-party Keras files.
 
 Batches are split over all local devices by default (data parallel; the batch is padded to a
@@ -25,11 +25,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from pclr_jax.leads import STANDARD_LEADS, normalize_lead_name
-from pclr_jax.model import EncoderConfig, PCLRModel
-from pclr_jax.preprocess import prepare_checked
-from pclr_jax.records import ECGRecord, ECGValidationError
-from pclr_jax.representation import OUTPUTS, OutputChoice, choose_output, orbax_marker
+from pclr_jax.model.encoder import EncoderConfig, PCLRModel
+from pclr_jax.signals.leads import STANDARD_LEADS, normalize_lead_name
+from pclr_jax.signals.preprocess import prepare_checked
+from pclr_jax.signals.records import ECGRecord, ECGValidationError
+from pclr_jax.weights.output_layer import OUTPUTS, OutputChoice, choose_output, orbax_marker
 
 
 def _has_head(config: EncoderConfig, variables: dict) -> bool:
@@ -128,7 +128,7 @@ class Encoder:
         if ecgs.ndim != 3 or ecgs.shape[1:] != expected:
             raise ValueError(
                 f"expected ECGs (N, {expected[0]} samples, {expected[1]} leads), got "
-                f"{ecgs.shape}; resample with pclr_jax.preprocess.prepare_ecg"
+                f"{ecgs.shape}; resample with pclr_jax.signals.preprocess.prepare_ecg"
             )
         if not np.isfinite(ecgs).all():
             bad = np.flatnonzero(~np.isfinite(ecgs).all(axis=(1, 2)))
@@ -156,14 +156,16 @@ class Encoder:
         strict: bool = False,
         allow: Sequence[str] = (),
     ) -> RecordEmbeddings:
-        """Prepares (:func:`~pclr_jax.preprocess.prepare_checked`) and embeds records, e.g. those
-        of :func:`pclr_jax.records.iter_records`, streaming in chunks of ``4 * batch_size``.
+        """Prepares (:func:`~pclr_jax.signals.preprocess.prepare_checked`) and embeds records, e.g.
+        those
+        of :func:`pclr_jax.signals.records.iter_records`, streaming in chunks of ``4 * batch_size``.
 
         ``leads`` defaults to the 12 standard leads (required for other models, e.g.
         ``('I',)``). A record that fails preparation, an :class:`ECGValidationError` item, or a
         repeated record id (``'duplicate_id'``, naming the first record's file) is collected in
         ``rejected`` -- or raised when ``strict``. Checks named in ``allow``
-        (:data:`~pclr_jax.preprocess.ALLOWABLE_CHECKS`) do not reject: the record is embedded
+        (:data:`~pclr_jax.signals.preprocess.ALLOWABLE_CHECKS`) do not reject: the record is
+        embedded
         and its failures are listed in ``allowed``. Every record ends up either embedded or
         rejected.
         """
@@ -254,23 +256,24 @@ def load_encoder(
     """An :class:`Encoder` from a Keras ``.h5`` file or a pclr-jax Orbax encoder directory.
 
     Args:
-        path: ``*.h5``/``*.hdf5`` (read by :func:`pclr_jax.keras_h5.read_keras_h5`) or a directory
-            written by :func:`pclr_jax.encoder_checkpoint.save_encoder`.
+        path: ``*.h5``/``*.hdf5`` (read by :func:`pclr_jax.weights.keras_h5.read_keras_h5`) or a
+        directory
+            written by :func:`pclr_jax.weights.encoder_checkpoint.save_encoder`.
         output: ``'final'`` (the model's output: the projection if the weights have a head),
             ``'embed'`` (the pooled embedding), or ``None``: the file's default, ``'embed'`` for
             an encoder pclr-jax trained and ``'final'`` for a third-party Keras file
-            (:mod:`pclr_jax.representation`; ``Encoder.describe_output`` says which and why).
+            (:mod:`pclr_jax.weights.output_layer`; ``Encoder.describe_output`` says which and why).
         batch_size: ECGs per compiled step.
         devices: devices to split batches over (default: all local devices).
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        from pclr_jax.encoder_checkpoint import read_metadata, restore_encoder
+        from pclr_jax.weights.encoder_checkpoint import read_metadata, restore_encoder
 
         config, variables = restore_encoder(path)
         marker = orbax_marker(read_metadata(path))
     elif os.path.isfile(path):
-        from pclr_jax.keras_h5 import read_keras_h5
+        from pclr_jax.weights.keras_h5 import read_keras_h5
 
         model = read_keras_h5(path)
         config, variables, marker = model.config, model.variables, model.default_output

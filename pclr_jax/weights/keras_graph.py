@@ -10,7 +10,8 @@ Both serialisations are understood:
   tensor]}}`` (possibly nested in lists, as for ``Add``).
 
 :func:`trace_resnet` then follows the graph from its input and recognises the PCLR / Ribeiro 1-D
-ResNet (see :mod:`pclr_jax.model`), returning the encoder configuration it implies and which Keras
+ResNet (see :mod:`pclr_jax.model.encoder`), returning the encoder configuration it implies and
+which Keras
 layer holds each Flax module's weights.
 """
 
@@ -170,7 +171,8 @@ def parse_model_config(model_config: str | bytes | dict) -> Graph:
 class TracedResNet:
     """What :func:`trace_resnet` recognised in a graph.
 
-    ``config`` holds :class:`~pclr_jax.model.EncoderConfig` keyword arguments; ``modules`` maps
+    ``config`` holds :class:`~pclr_jax.model.encoder.EncoderConfig` keyword arguments; ``modules``
+    maps
     each Flax module path (e.g. ``('encoder', 'unit_0', 'conv_1')``, ``('head', 'dense_0')``) to
     ``(keras_layer_name, kind)`` with kind one of ``conv``, ``batch_norm``, ``dense``;
     ``shapes`` is each traced layer's output shape without the batch axis.

@@ -1,7 +1,8 @@
 """What a multi-process launcher tells each process: its local GPUs, and torchrun's rendezvous.
 
 Pure functions of the environment (a ``Mapping`` of variable names to values), so they are tested
-without a cluster. :func:`pclr_jax.distributed.maybe_initialize_distributed` passes their results
+without a cluster. :func:`pclr_jax.runtime.distributed.maybe_initialize_distributed` passes their
+results
 to ``jax.distributed.initialize``.
 
 Why jax's own choice is not enough: under Slurm jax restricts every process to one GPU,

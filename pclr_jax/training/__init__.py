@@ -1,0 +1,5 @@
+"""The training loop behind ``train.py`` / ``pclr train``: data set-up, the loop with periodic
+evaluation (:mod:`periodic_eval`), Orbax checkpoints, metric logs, preemption and exports.
+
+May import: step, data, evaluation, weights, model, losses, runtime.
+"""
