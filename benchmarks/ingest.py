@@ -132,9 +132,9 @@ def code15_source(n_exams: int, directory: str) -> str:
     import h5py
 
     from pclr_jax.data.builders.pclr_synthetic import render_patients
-    from pclr_jax.data.synthetic import generator as synthetic
+    from pclr_jax.data.synthetic.config import SyntheticConfig
 
-    config = synthetic.SyntheticConfig(
+    config = SyntheticConfig(
         n_patients=n_exams, ecgs_per_patient=(1, 1), n_samples=4000, duration_s=10.0
     )
     ecgs, _ = render_patients(config, np.arange(n_exams))

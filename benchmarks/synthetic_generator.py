@@ -20,6 +20,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pclr_jax.data.synthetic import generator as synthetic  # noqa: E402
+from pclr_jax.data.synthetic.config import SyntheticConfig  # noqa: E402
 from pclr_jax.data.synthetic.render import render  # noqa: E402
 from pclr_jax.data.synthetic.traits import sample_patient_model  # noqa: E402
 
@@ -45,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
 
     os.sched_setaffinity(0, {args.core})
-    config = synthetic.SyntheticConfig(
+    config = SyntheticConfig(
         n_patients=args.n_patients,
         ecgs_per_patient=tuple(args.ecgs_per_patient),
         n_samples=args.n_samples,
@@ -56,7 +57,7 @@ def main() -> None:
         f"config: {args.n_patients} patients x {args.ecgs_per_patient} ECGs, {args.n_samples} x 12"
     )
 
-    warmup = synthetic.SyntheticConfig(n_patients=args.chunk_patients, ecgs_per_patient=(1, 4))
+    warmup = SyntheticConfig(n_patients=args.chunk_patients, ecgs_per_patient=(1, 4))
     start = time.perf_counter()
     for _ in synthetic.iter_synthetic_chunks(warmup, args.chunk_patients):
         pass

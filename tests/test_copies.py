@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pclr_jax.data import copies
-from pclr_jax.data.builders.base import settle_patient
+from pclr_jax.data.builders.settle import settle_patient
 from pclr_jax.data.ingest import Outcome, PrepareSpec
 from pclr_jax.data.record_tasks import read_wfdb_task, record_fingerprint
 

@@ -16,9 +16,9 @@ from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from pclr_jax.data.synthetic.config import SyntheticConfig
 from pclr_jax.data.synthetic.generator import (
     ECG_COLUMNS,
-    SyntheticConfig,
     generate,
     iter_synthetic_chunks,
     sample_patients,

@@ -12,9 +12,10 @@ import pytest
 from pclr_jax.data.builders.pclr_synthetic import REALISTIC, PclrSynthetic, SyntheticBuilderConfig
 from pclr_jax.data.prepared import load_prepared
 from pclr_jax.data.synthetic.calibration import measure_ecg
-from pclr_jax.data.synthetic.generator import SyntheticConfig, generate, sample_recordings
-from pclr_jax.data.synthetic.traits import sample_patient_model
-from pclr_jax.data.synthetic.visits import family_of, visit_models
+from pclr_jax.data.synthetic.config import SyntheticConfig
+from pclr_jax.data.synthetic.generator import generate, sample_recordings
+from pclr_jax.data.synthetic.traits import family_of, sample_patient_model
+from pclr_jax.data.synthetic.visits import visit_models
 
 ORIGINAL = pathlib.Path(__file__).parent / "data" / "synthetic" / "original_configs.json"
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")

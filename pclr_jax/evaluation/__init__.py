@@ -2,6 +2,8 @@
 
 The network-training baselines live in ``pclr_jax.evaluation.supervised`` and the figures in
 ``plots`` and ``embedding_map`` (imported on demand: they pull in JAX and matplotlib).
+
+May import: data, model.
 """
 
 from pclr_jax.evaluation.probe import (

@@ -2,6 +2,8 @@
 
 ``get_loss(name, axis_name=None, **hparams)`` returns a :class:`ContrastiveLoss`; ``LOSSES`` maps
 each name to its definition; ``register`` adds a variant. See ``docs/losses.md``.
+
+May import: nothing else of pclr_jax.
 """
 
 from pclr_jax.losses.registry import (

@@ -3,6 +3,8 @@
 Importing this package registers the builders with tfds: ``pclr_synthetic`` (generated),
 ``ptbxl``, ``mimic_iv_ecg``, ``code15`` (a user's download in ``manual_dir``) and
 ``pclr_ecg_folder`` (any folder of WFDB / HDF5 / ``.npy`` files with a record -> patient CSV).
+
+May import: signals, runtime (as the rest of data).
 """
 
 from pclr_jax.data.builders.base import ECGBuilder, ECGConfig, Label

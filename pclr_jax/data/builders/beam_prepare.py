@@ -9,7 +9,7 @@ Per split, the pipeline is::
                                  (quarantine rows, copies found by content)
 
 ``_PrepareChunk`` runs the builder's own ``_iter_outcomes`` (in the worker, no process pool) and
-:func:`~pclr_jax.data.builders.base.settle_patient`, exactly as the process-pool path does, so
+:func:`~pclr_jax.data.builders.settle.settle_patient`, exactly as the process-pool path does, so
 both write the same examples. An example's key is its task's position in the split (the split's
 fixed order: patient, record); tfds's Beam writer, with shuffling disabled, writes examples in key
 order, so example ``i`` is the ``i``-th written record on both paths. After the pipeline,
@@ -29,10 +29,12 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 from etils import epath
 
-from pclr_jax.data.builders.base import SPLITS, ECGBuilder, patient_spans, settle_patient
+from pclr_jax.data.builders.settle import patient_spans, settle_patient
+from pclr_jax.data.splits import SPLITS
 
 CHUNK_RECORDS = 64
 SCRATCH_DIR = "_beam_scratch"
@@ -61,11 +63,11 @@ def patient_chunks(
 class _PrepareChunk(beam.DoFn):
     """Prepares one chunk of tasks in a Beam worker with the builder's own reader."""
 
-    def __init__(self, builder_cls: type[ECGBuilder], config: Any, split: str):
+    def __init__(self, builder_cls: type[tfds.core.GeneratorBasedBuilder], config: Any, split: str):
         self._builder_cls = builder_cls
         self._config = config
         self._split = split
-        self._builder: ECGBuilder | None = None
+        self._builder: tfds.core.GeneratorBasedBuilder | None = None
 
     def setup(self) -> None:
         self._builder = self._builder_cls(config=self._config, workers=0)
@@ -94,7 +96,7 @@ class PrepareSplit(beam.PTransform):
     """The ``(key, example)`` PCollection of one split; writes its quarantine and content-copy
     rows to the builder's scratch directory as a side effect."""
 
-    def __init__(self, builder: ECGBuilder, split: str):
+    def __init__(self, builder: tfds.core.GeneratorBasedBuilder, split: str):
         super().__init__()
         self._chunks = patient_chunks(builder._split_tasks(split))
         config = builder.builder_config
@@ -125,13 +127,13 @@ def _write_lines(lines: list[str], path: str) -> None:
     epath.Path(path).write_text("".join(line + "\n" for line in lines))
 
 
-def scratch_dir(builder: ECGBuilder) -> epath.Path:
+def scratch_dir(builder: tfds.core.GeneratorBasedBuilder) -> epath.Path:
     """Where the pipeline writes tagged outputs: inside tfds's temporary data directory, so it is
     on the same file system as the shards (a bucket on Dataflow)."""
     return epath.Path(builder.data_dir) / SCRATCH_DIR
 
 
-def collect(builder: ECGBuilder, directory: epath.Path) -> None:
+def collect(builder: tfds.core.GeneratorBasedBuilder, directory: epath.Path) -> None:
     """After the pipeline: quarantine and content-copy rows in (split, key) order, and each
     split's index rows from its finished shards, into ``builder._run``; removes the scratch
     files."""
@@ -157,7 +159,9 @@ def _read_side(path: epath.Path) -> dict[str, list[dict[str, Any]]]:
     return side
 
 
-def index_rows_from_shards(builder: ECGBuilder, split: str) -> list[dict[str, Any]]:
+def index_rows_from_shards(
+    builder: tfds.core.GeneratorBasedBuilder, split: str
+) -> list[dict[str, Any]]:
     """Every example of a finished split, ``ecg`` left out, in example order."""
     features = builder.info.features
     rows = []

@@ -17,6 +17,7 @@ import pandas as pd
 from pclr_jax.data import ingest
 from pclr_jax.data.builders.base import ECGBuilder, ECGConfig, Label
 from pclr_jax.data.synthetic import generator as synthetic
+from pclr_jax.data.synthetic.config import SyntheticConfig
 from pclr_jax.data.synthetic.render import render
 from pclr_jax.data.synthetic.traits import sample_patient_model
 
@@ -35,8 +36,8 @@ class SyntheticBuilderConfig(ECGConfig):
     seed: int = 0
     realism: dict[str, float] = dataclasses.field(default_factory=dict)
 
-    def synthetic_config(self) -> synthetic.SyntheticConfig:
-        return synthetic.SyntheticConfig(
+    def synthetic_config(self) -> SyntheticConfig:
+        return SyntheticConfig(
             n_patients=self.n_patients,
             ecgs_per_patient=tuple(self.ecgs_per_patient),
             n_samples=self.n_samples,
@@ -66,7 +67,7 @@ REALISTIC = {
 
 
 def render_patients(
-    config: synthetic.SyntheticConfig, patient_ids: np.ndarray
+    config: SyntheticConfig, patient_ids: np.ndarray
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Every ECG of ``patient_ids``: ``(N, n_samples, 12)`` float32 mV and its metadata rows,
     identical to those :func:`~pclr_jax.data.synthetic.generator.iter_synthetic_chunks` gives."""

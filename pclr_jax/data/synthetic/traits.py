@@ -68,21 +68,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import brentq
 from scipy.special import expit
 
+from pclr_jax.data.synthetic.config import SyntheticConfig
 from pclr_jax.data.synthetic.render import DOWER, WAVES
-
-if TYPE_CHECKING:
-    from pclr_jax.data.synthetic.generator import SyntheticConfig
 
 TRAIT_STREAM = 0
 RECORDING_STREAM = 1
 NOISE_BANK_STREAM = 2
+FAMILY_STREAM = 4  # 3 is the visit stream of pclr_jax.data.synthetic.visits
+FAMILY_SHAPE_STREAM = 5
 
 NORMALS = (
     "age",
@@ -202,16 +201,41 @@ def _unit_vectors(frontal_deg: np.ndarray, elevation_deg: np.ndarray) -> np.ndar
     return np.stack([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)], axis=-1)
 
 
+def family_of(config: SyntheticConfig, patient_ids: np.ndarray) -> np.ndarray:
+    """``(P,)`` family id of each patient (uniform over ``config.morphology_families``)."""
+    return np.array(
+        [
+            patient_rng(config.seed, FAMILY_STREAM, pid).integers(config.morphology_families)
+            for pid in patient_ids
+        ],
+        dtype=np.int64,
+    )
+
+
+def family_mix(config: SyntheticConfig, patient_ids: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """``(P, N_NORMALS)``: the patients' normals mixed with their family's (all but age)."""
+    families = family_of(config, patient_ids)
+    shared = np.stack(
+        [
+            patient_rng(config.seed, FAMILY_SHAPE_STREAM, int(f)).standard_normal(N_NORMALS)
+            for f in families
+        ]
+    ).reshape(len(patient_ids), N_NORMALS)
+    w = config.family_weight
+    mixed = np.sqrt(w) * shared + np.sqrt(1.0 - w) * normals
+    age = NORMALS.index("age")
+    mixed[:, age] = normals[:, age]
+    return mixed
+
+
 def sample_patient_model(config: SyntheticConfig, patient_ids: np.ndarray) -> PatientModel:
     """Draws the traits and dipole models of ``patient_ids`` (deterministic per seed and id).
 
     With ``config.morphology_families`` the shape draws (every normal but age) are mixed with
-    those of the patient's family (:func:`pclr_jax.data.synthetic.visits.family_mix`)."""
+    those of the patient's family (:func:`family_mix`)."""
     patient_ids = np.asarray(patient_ids, dtype=np.int64)
     normals, uniforms = _draws(config.seed, patient_ids)
     if config.morphology_families:
-        from pclr_jax.data.synthetic.visits import family_mix
-
         normals = family_mix(config, patient_ids, normals)
     return model_from_draws(config, patient_ids, normals, uniforms)
 

@@ -5,8 +5,8 @@ All of it is off by default (the knobs of
 :class:`~pclr_jax.data.synthetic.generator.SyntheticConfig` are
 zero), and then nothing here draws a random number, so the older configs are unchanged. Each
 patient's visit draws come from a stream of their own (:data:`VISIT_STREAM`), its family from
-:data:`FAMILY_STREAM`, and each family's shape from :data:`FAMILY_SHAPE_STREAM` keyed by the family
-id.
+:data:`~pclr_jax.data.synthetic.traits.FAMILY_STREAM` (families are drawn with the traits, in
+:func:`~pclr_jax.data.synthetic.traits.family_mix`).
 
 =========================  ===================================================================
 morphology families        ``morphology_families`` families; a patient belongs to one (uniform,
@@ -37,11 +37,11 @@ lead faults                with ``limb_reversal_rate`` the left- and right-arm e
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.special import ndtr, ndtri
 
+from pclr_jax.data.synthetic.config import SyntheticConfig
 from pclr_jax.data.synthetic.traits import (
     N_NORMALS,
     NORMALS,
@@ -51,12 +51,7 @@ from pclr_jax.data.synthetic.traits import (
     patient_rng,
 )
 
-if TYPE_CHECKING:
-    from pclr_jax.data.synthetic.generator import SyntheticConfig
-
 VISIT_STREAM = 3
-FAMILY_STREAM = 4
-FAMILY_SHAPE_STREAM = 5
 CONDITIONS = ("af", "lvh", "bbb")
 _AGE = NORMALS.index("age")
 _HEART_RATE = NORMALS.index("heart_rate")
@@ -75,32 +70,6 @@ def visits_enabled(config: SyntheticConfig) -> bool:
         or config.limb_reversal_rate
         or config.precordial_swap_rate
     )
-
-
-def family_of(config: SyntheticConfig, patient_ids: np.ndarray) -> np.ndarray:
-    """``(P,)`` family id of each patient (uniform over ``config.morphology_families``)."""
-    return np.array(
-        [
-            patient_rng(config.seed, FAMILY_STREAM, pid).integers(config.morphology_families)
-            for pid in patient_ids
-        ],
-        dtype=np.int64,
-    )
-
-
-def family_mix(config: SyntheticConfig, patient_ids: np.ndarray, normals: np.ndarray) -> np.ndarray:
-    """``(P, N_NORMALS)``: the patients' normals mixed with their family's (all but age)."""
-    families = family_of(config, patient_ids)
-    shared = np.stack(
-        [
-            patient_rng(config.seed, FAMILY_SHAPE_STREAM, int(f)).standard_normal(N_NORMALS)
-            for f in families
-        ]
-    ).reshape(len(patient_ids), N_NORMALS)
-    w = config.family_weight
-    mixed = np.sqrt(w) * shared + np.sqrt(1.0 - w) * normals
-    mixed[:, _AGE] = normals[:, _AGE]
-    return mixed
 
 
 @dataclasses.dataclass(frozen=True)
