@@ -1,6 +1,6 @@
 """Keras SavedModels read without TensorFlow: ml4h's three real releases (graph and index; their
 data files are not stored), a small SavedModel written by tf-keras itself against Keras' own
-outputs, corrupt files.
+outputs, corrupt files, one weights-form detector for every command.
 
 Fixtures (``tests/data``): ``ml4h_pclr/`` holds ml4h's real ``saved_model.pb`` and
 ``variables/variables.index`` of ``PCLR/``, ``PCLR_lead_I/`` and ``PCLR_lead_II/`` with the git-LFS
@@ -8,6 +8,7 @@ pointers of their data files (sizes upstream); ``savedmodel/`` holds ``pclr_smal
 tf-keras 2.21 (``savedmodel/make_fixture.py`` says how), with Keras' outputs and weights.
 """
 
+import argparse
 import builtins
 import json
 import marshal
@@ -17,13 +18,21 @@ import shutil
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from keras_reference import shared_graph
 
-from pclr_jax.embedding.embedder import Encoder
-from pclr_jax.weights import tf_protos
+from pclr_jax import load_encoder
+from pclr_jax.commands.cli import main
+from pclr_jax.commands.probe import _embed_with_weights
+from pclr_jax.signals.preprocess import prepare_ecg
+from pclr_jax.signals.records import read_wfdb
+from pclr_jax.weights import encoder_checkpoint, tf_protos
 from pclr_jax.weights.crc32c import crc32c, mask, masked_crc32c
+from pclr_jax.weights.encoder_checkpoint import save_encoder
+from pclr_jax.weights.forms import detect_weights_form, read_weights
 from pclr_jax.weights.keras_graph import decode_tuples, parse_model_config, trace_resnet
+from pclr_jax.weights.keras_h5 import read_keras_h5
 from pclr_jax.weights.keras_weights import WEIGHT_MAP, expected_shapes, module_shapes
 from pclr_jax.weights.savedmodel import plan_savedmodel, read_savedmodel
 from pclr_jax.weights.savedmodel_graph import KERAS_METADATA, read_savedmodel_graph
@@ -177,11 +186,10 @@ def test_tf_written_weights_are_read_exactly(keras_outputs):
 
 def test_tf_written_savedmodel_embeds_as_keras(keras_outputs):
     ecgs = keras_outputs["ecgs"]
-    model = read_savedmodel(FIXTURE)
-    final = Encoder(model.config, model.variables, "final", batch_size=4)
-    assert final.embed_dim == 8
+    final = load_encoder(FIXTURE, batch_size=4)  # third-party Keras: its own output by default
+    assert final.output == "final" and final.embed_dim == 8
     assert _relative_difference(final.embed(ecgs), keras_outputs["final"]) < 1e-5
-    embed = Encoder(model.config, model.variables, "embed", batch_size=4)
+    embed = load_encoder(FIXTURE, output="embed", batch_size=4)
     assert _relative_difference(embed.embed(ecgs), keras_outputs["embed"]) < 1e-5
 
 
@@ -312,3 +320,88 @@ def test_shape_mismatch_is_refused_by_name(fixture_copy):
         match=r"layer 'projection' weight 'kernel' .* shape \(16, 8\); the graph implies \(16, 9\)",
     ):
         plan_savedmodel(fixture_copy)
+
+
+# ---- one detector for every command ----------------------------------------------------------
+
+
+def test_detect_weights_form(fixture_copy, tmp_path):
+    h5 = tmp_path / "model.h5"
+    model = read_savedmodel(fixture_copy)
+    assert main(["convert", "keras-to-orbax", str(fixture_copy), str(tmp_path / "orbax")]) == 0
+    assert main(["convert", "orbax-to-keras", str(tmp_path / "orbax"), str(h5)]) == 0
+    assert detect_weights_form(fixture_copy) == "savedmodel"
+    assert detect_weights_form(tmp_path / "orbax") == "orbax"
+    assert detect_weights_form(h5) == "keras_h5"
+    with pytest.raises(FileNotFoundError):
+        detect_weights_form(tmp_path / "absent")
+    with pytest.raises(ValueError, match="give its directory"):
+        detect_weights_form(fixture_copy / "saved_model.pb")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="neither a SavedModel"):
+        detect_weights_form(tmp_path / "empty")
+    (tmp_path / "model.keras").write_bytes(b"PK\x03\x04 a zip archive")
+    with pytest.raises(ValueError, match="not an HDF5 file"):
+        detect_weights_form(tmp_path / "model.keras")
+    # The same weights whichever the form.
+    for path in (tmp_path / "orbax", h5):
+        weights = read_weights(path)
+        assert weights.config == model.config
+        np.testing.assert_array_equal(
+            weights.variables["params"]["head"]["dense_1"]["kernel"],
+            model.variables["params"]["head"]["dense_1"]["kernel"],
+        )
+    assert read_keras_h5(h5).config == model.config
+
+
+def test_orbax_metadata_is_read_once(tmp_path, monkeypatch):
+    model = read_savedmodel(FIXTURE)
+    save_encoder(tmp_path / "orbax", model.config, model.variables)
+    calls = []
+    original = encoder_checkpoint.read_metadata
+
+    def counted(directory):
+        calls.append(directory)
+        return original(directory)
+
+    monkeypatch.setattr(encoder_checkpoint, "read_metadata", counted)
+    assert load_encoder(tmp_path / "orbax").output == "embed"
+    assert len(calls) == 1
+
+
+def test_cli_savedmodel_to_orbax_and_embed(keras_outputs, tmp_path, capsys, test_data_dir):
+    out = tmp_path / "orbax"
+    assert main(["convert", "savedmodel-to-orbax", str(FIXTURE), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "(savedmodel)" in printed and "output layer 'projection'" in printed
+    assert (
+        "256 samples x 12 leads" in printed and "default output for pclr embed: 'final'" in printed
+    )
+    info = encoder_checkpoint.read_metadata(out)
+    assert info["source_form"] == "savedmodel" and info["keras_output_layer"] == "projection"
+    converted = load_encoder(out, batch_size=4)
+    assert converted.output == "final"
+    assert _relative_difference(converted.embed(keras_outputs["ecgs"]), keras_outputs["final"]) < (
+        1e-5
+    )
+    h5 = tmp_path / "model.h5"
+    assert main(["convert", "orbax-to-keras", str(out), str(h5)]) == 0
+    with pytest.raises(SystemExit, match="reads savedmodel"):
+        main(["convert", "savedmodel-to-orbax", str(h5), str(tmp_path / "again")])
+
+    # pclr probe --weights DIR embeds with the same loader.
+    sources = {}
+    args = argparse.Namespace(weights=[("", str(FIXTURE))], output_layer=None, embed_batch_size=4)
+    _embed_with_weights(args, keras_outputs["ecgs"], sources)
+    assert _relative_difference(sources["pclr"], keras_outputs["final"]) < 1e-5
+
+    # pclr embed --weights DIR on real records.
+    record = "ptbxl/records500/00000/00055_hr"
+    table = tmp_path / "embeddings.csv"
+    argv = ["embed", "--weights", str(FIXTURE), "--input", str(test_data_dir / (record + ".hea"))]
+    assert main([*argv, "--output", str(table), "--batch-size", "4"]) == 0
+    assert "output 'final'" in capsys.readouterr().err
+    row = pd.read_csv(table).set_index("sample_id").iloc[0].to_numpy()
+    ecg = prepare_ecg(read_wfdb(test_data_dir / record), 256)
+    expected = load_encoder(FIXTURE).embed(ecg[None])[0]
+    np.testing.assert_allclose(row, expected, rtol=1e-5, atol=1e-6)
