@@ -32,7 +32,11 @@ def add_parser(subparsers) -> None:
         help="embed ECG files with PCLR weights",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("--weights", required=True, help="Keras .h5 file or Orbax directory")
+    parser.add_argument(
+        "--weights",
+        required=True,
+        help="Keras .h5 file, Keras SavedModel directory or pclr-jax Orbax directory",
+    )
     parser.add_argument(
         "--input", required=True, nargs="+", help="WFDB .hea files/records, folders, .npy, .h5"
     )

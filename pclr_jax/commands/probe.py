@@ -58,7 +58,8 @@ def add_parser(subparsers) -> None:
         default=[],
         type=_named_path,
         metavar="[NAME=]PATH",
-        help="encoder weights (Keras .h5 or Orbax directory) to embed --data with; repeatable",
+        help="encoder weights (Keras .h5, SavedModel or Orbax directory) to embed --data with; "
+        "repeatable",
     )
     inputs.add_argument("--data", help="prepared data set name (see `pclr prepare`)")
     inputs.add_argument("--data-dir", help="directory of the prepared data sets")

@@ -1,8 +1,9 @@
 """Embeddings from trained PCLR weights: :func:`load_encoder` and :class:`Encoder`.
 
-``load_encoder`` reads a Keras ``.h5`` file (with h5py only; nothing in the file is executed) or a
-pclr-jax Orbax encoder directory. ``Encoder.embed`` maps ECGs ``(N, samples, leads)`` in mV --
-already prepared with :func:`pclr_jax.signals.preprocess.prepare_ecg` -- to ``(N, dim)`` float32.
+``load_encoder`` reads a Keras ``.h5`` file (with h5py only), a Keras SavedModel directory (without
+TensorFlow) or a pclr-jax Orbax encoder directory; nothing in a file is executed.
+``Encoder.embed`` maps ECGs ``(N, samples, leads)`` in mV -- already prepared with
+:func:`pclr_jax.signals.preprocess.prepare_ecg` -- to ``(N, dim)`` float32.
 
 Which output: ``output='final'`` returns what the file's model outputs, as Keras ``predict``
 would: the projection when the weights include the projection head, else the pooled embedding.
@@ -29,7 +30,8 @@ from pclr_jax.model.encoder import EncoderConfig, PCLRModel
 from pclr_jax.signals.leads import STANDARD_LEADS, normalize_lead_name
 from pclr_jax.signals.preprocess import prepare_checked
 from pclr_jax.signals.records import ECGRecord, ECGValidationError
-from pclr_jax.weights.output_layer import OUTPUTS, OutputChoice, choose_output, orbax_marker
+from pclr_jax.weights.forms import read_weights
+from pclr_jax.weights.output_layer import OUTPUTS, OutputChoice, choose_output
 
 
 def _has_head(config: EncoderConfig, variables: dict) -> bool:
@@ -253,12 +255,14 @@ def load_encoder(
     batch_size: int = 64,
     devices: Sequence[jax.Device] | None = None,
 ) -> Encoder:
-    """An :class:`Encoder` from a Keras ``.h5`` file or a pclr-jax Orbax encoder directory.
+    """An :class:`Encoder` from a Keras ``.h5`` file, a Keras SavedModel directory or a pclr-jax
+    Orbax encoder directory (told apart by :func:`pclr_jax.weights.forms.detect_weights_form`).
 
     Args:
-        path: ``*.h5``/``*.hdf5`` (read by :func:`pclr_jax.weights.keras_h5.read_keras_h5`) or a
-        directory
-            written by :func:`pclr_jax.weights.encoder_checkpoint.save_encoder`.
+        path: ``*.h5``/``*.hdf5`` (read by :func:`pclr_jax.weights.keras_h5.read_keras_h5`), a
+            SavedModel directory such as ml4h's ``PCLR_lead_I/`` (read without TensorFlow by
+            :func:`pclr_jax.weights.savedmodel.read_savedmodel`) or a directory written by
+            :func:`pclr_jax.weights.encoder_checkpoint.save_encoder`.
         output: ``'final'`` (the model's output: the projection if the weights have a head),
             ``'embed'`` (the pooled embedding), or ``None``: the file's default, ``'embed'`` for
             an encoder pclr-jax trained and ``'final'`` for a third-party Keras file
@@ -267,19 +271,14 @@ def load_encoder(
         devices: devices to split batches over (default: all local devices).
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        from pclr_jax.weights.encoder_checkpoint import read_metadata, restore_encoder
-
-        config, variables = restore_encoder(path)
-        marker = orbax_marker(read_metadata(path))
-    elif os.path.isfile(path):
-        from pclr_jax.weights.keras_h5 import read_keras_h5
-
-        model = read_keras_h5(path)
-        config, variables, marker = model.config, model.variables, model.default_output
-    else:
-        raise FileNotFoundError(f"no weights file or checkpoint directory {path}")
-    choice: OutputChoice = choose_output(output, marker)
+    weights = read_weights(path)
+    choice: OutputChoice = choose_output(output, weights.marker)
     return Encoder(
-        config, variables, choice.output, batch_size, devices, path, output_reason=choice.reason
+        weights.config,
+        weights.variables,
+        choice.output,
+        batch_size,
+        devices,
+        path,
+        output_reason=choice.reason,
     )

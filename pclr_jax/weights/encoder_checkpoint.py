@@ -100,6 +100,14 @@ def restore_encoder(directory: str | os.PathLike) -> tuple[EncoderConfig, dict]:
     The variables land on this process's first local device, so every process of a multi-host
     job can restore (a global ``jax.devices()[0]`` belongs to process 0 only).
     """
+    config, variables, _ = restore_encoder_with_metadata(directory)
+    return config, variables
+
+
+def restore_encoder_with_metadata(
+    directory: str | os.PathLike,
+) -> tuple[EncoderConfig, dict, dict[str, Any]]:
+    """:func:`restore_encoder` plus the checkpoint's JSON metadata, read once."""
     directory = as_path(directory)
     info = read_metadata(directory)
     config = EncoderConfig.from_dict(info["encoder_config"])
@@ -112,4 +120,4 @@ def restore_encoder(directory: str | os.PathLike) -> tuple[EncoderConfig, dict]:
         restored = checkpointer.restore(
             directory, ocp.args.Composite(variables=ocp.args.StandardRestore(abstract))
         )
-    return config, restored["variables"]
+    return config, restored["variables"], info

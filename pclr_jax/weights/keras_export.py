@@ -26,7 +26,7 @@ import numpy as np
 
 from pclr_jax import __version__
 from pclr_jax.model.encoder import EncoderConfig
-from pclr_jax.weights.keras_h5 import WEIGHT_MAP
+from pclr_jax.weights.keras_weights import WEIGHT_MAP
 from pclr_jax.weights.output_layer import H5_ATTRIBUTE, TRAINED_OUTPUT, check_output
 
 # The format written: that of tf.keras 2.4 (TensorFlow kernel layout, channels last).

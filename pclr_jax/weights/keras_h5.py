@@ -6,56 +6,22 @@ datasets
 at ``model_weights/<layer>/<...>/<weight>`` listed by each layer group's ``weight_names``
 attribute (``conv1d/kernel:0`` in Keras 2, ``conv1d/kernel`` in Keras 3).
 
-Keras and Flax share the weight layouts used here: Conv1D kernels ``(kernel, in, out)``, Dense
-kernels ``(in, out)``; BatchNormalization ``gamma, beta, moving_mean, moving_variance`` are Flax's
-``scale, bias`` (params) and ``mean, var`` (batch_stats), with the same
-``(x - mean) / sqrt(var + epsilon) * scale + bias``.
+The arrays become PCLRModel variables as for every Keras reader
+(:mod:`pclr_jax.weights.keras_weights`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import h5py
-import jax
 import numpy as np
 
-from pclr_jax.model.encoder import EncoderConfig, init_variables
-from pclr_jax.weights.keras_graph import BATCH_NORM, CONV, DENSE, parse_model_config, trace_resnet
+from pclr_jax.model.encoder import EncoderConfig
+from pclr_jax.weights.keras_graph import parse_model_config, trace_resnet
+from pclr_jax.weights.keras_weights import WEIGHT_MAP as WEIGHT_MAP  # its name before the move
+from pclr_jax.weights.keras_weights import KerasModel, assemble_variables, check_no_stray_layers
 from pclr_jax.weights.output_layer import H5_ATTRIBUTE
-
-# Keras weight name -> (Flax collection, Flax variable name), per module kind.
-WEIGHT_MAP: dict[str, dict[str, tuple[str, str]]] = {
-    CONV: {"kernel": ("params", "kernel")},
-    BATCH_NORM: {
-        "gamma": ("params", "scale"),
-        "beta": ("params", "bias"),
-        "moving_mean": ("batch_stats", "mean"),
-        "moving_variance": ("batch_stats", "var"),
-    },
-    DENSE: {"kernel": ("params", "kernel"), "bias": ("params", "bias")},
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class KerasModel:
-    """A PCLR encoder read from a Keras file.
-
-    ``config`` has ``head_sizes=()`` when the file has no projection head; ``variables`` are in
-    :class:`~pclr_jax.model.encoder.PCLRModel` layout (float32 NumPy arrays); ``output_layer`` is
-    the
-    name of the file's output layer (``embed`` for the released models, the last Dense layer
-    when a head is present) and ``input_name`` that of its input layer. ``default_output`` is
-    the marker a file written by pclr-jax carries (``'embed'`` or ``'final'``), ``None`` for
-    other files (:mod:`pclr_jax.weights.output_layer`).
-    """
-
-    config: EncoderConfig
-    variables: dict
-    output_layer: str
-    input_name: str
-    default_output: str | None = None
 
 
 def read_str_list_attr(group: h5py.Group, name: str) -> list[str]:
@@ -91,49 +57,6 @@ def _layer_weights(weights_group: h5py.Group, layer: str) -> dict[str, np.ndarra
     return arrays
 
 
-def _expected_shapes(config: EncoderConfig) -> dict:
-    shapes = jax.eval_shape(lambda: init_variables(config, jax.random.key(0)))
-    return jax.tree_util.tree_map(lambda s: tuple(s.shape), shapes)
-
-
-def _assemble_variables(weights_group: h5py.Group, modules: dict, config: EncoderConfig) -> dict:
-    """Reads every traced module's weights and checks each shape against the model's."""
-    expected = _expected_shapes(config)
-    variables: dict = {"params": {}, "batch_stats": {}}
-    for path, (layer, kind) in modules.items():
-        arrays = _layer_weights(weights_group, layer)
-        wanted = WEIGHT_MAP[kind]
-        missing = sorted(set(wanted) - set(arrays))
-        extra = sorted(set(arrays) - set(wanted))
-        if missing or extra:
-            raise ValueError(
-                f"layer '{layer}' has weights {sorted(arrays)}; expected {sorted(wanted)}"
-            )
-        for keras_name, (collection, flax_name) in wanted.items():
-            shape = expected[collection]
-            for key in path:
-                shape = shape[key]
-            shape = shape[flax_name]
-            if arrays[keras_name].shape != shape:
-                raise ValueError(
-                    f"layer '{layer}' weight '{keras_name}' has shape "
-                    f"{arrays[keras_name].shape}; the graph implies {shape}"
-                )
-            node = variables[collection]
-            for key in path:
-                node = node.setdefault(key, {})
-            node[flax_name] = arrays[keras_name]
-    unfilled = sorted(_leaf_paths(expected) - _leaf_paths(variables))
-    if unfilled:
-        raise ValueError(f"the file's graph leaves model variables {unfilled} without weights")
-    return variables
-
-
-def _leaf_paths(tree: dict) -> set[str]:
-    leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: isinstance(x, tuple))
-    return {jax.tree_util.keystr(path, simple=True, separator="/") for path, _ in leaves}
-
-
 def read_keras_h5(path: str | os.PathLike) -> KerasModel:
     """Reads a PCLR encoder (with or without projection head) from a Keras ``.h5`` file.
 
@@ -160,11 +83,17 @@ def read_keras_h5(path: str | os.PathLike) -> KerasModel:
         traced = trace_resnet(graph)
         config = EncoderConfig(**traced.config)
         weights_group = f["model_weights"] if "model_weights" in f else f
-        variables = _assemble_variables(weights_group, traced.modules, config)
-        used = {layer for layer, _ in traced.modules.values()}
-        for layer in read_str_list_attr(weights_group, "layer_names"):
-            if layer not in used and read_str_list_attr(weights_group[layer], "weight_names"):
-                raise ValueError(f"layer '{layer}' has weights but is not part of the graph")
+        variables = assemble_variables(
+            lambda layer: _layer_weights(weights_group, layer), traced.modules, config
+        )
+        check_no_stray_layers(
+            (
+                layer
+                for layer in read_str_list_attr(weights_group, "layer_names")
+                if read_str_list_attr(weights_group[layer], "weight_names")
+            ),
+            traced.modules,
+        )
     return KerasModel(
         config=config,
         variables=variables,
