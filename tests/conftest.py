@@ -8,6 +8,7 @@ and its multi-device tests fake 8 CPU devices. ``PCLR_TEST_PLATFORM=gpu`` (or ``
 
 import os
 import pathlib
+import tempfile
 
 os.environ["JAX_PLATFORMS"] = os.environ.get("PCLR_TEST_PLATFORM", "cpu")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -16,6 +17,8 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import pytest  # noqa: E402
 
 TEST_DATA = pathlib.Path(__file__).parent / "data"
+# The system temp directory as the session found it (the controller's, before it is redirected).
+SYSTEM_TMP = pathlib.Path(os.environ.get("PCLR_SYSTEM_TMP", tempfile.gettempdir()))
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +44,46 @@ def pytest_collection_modifyitems(items):
     with long tests from the start and the short ones fill in, instead of one long module being
     reached late and running on alone while the other worker idles."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable sort
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's tmp_path plugin has made its factory
+def pytest_configure(config):
+    """Every temporary file of the session under pytest's base temp: ``TMPDIR`` (inherited by the
+    xdist workers and every subprocess a test starts: train.py runs, Beam, tfds, jax.distributed
+    workers) and ``tempfile.tempdir`` point at ``<basetemp>/system-tmp``. On the controller the
+    system temp directory's entries are recorded, to be compared at the end of the session."""
+    if hasattr(config, "workerinput") or "PCLR_SYSTEM_TMP" in os.environ:
+        return  # an xdist worker, or a session a test started: the outer session checks
+    basetemp = config._tmp_path_factory.getbasetemp()
+    redirected = basetemp / "system-tmp"
+    redirected.mkdir(exist_ok=True)
+    os.environ["PCLR_SYSTEM_TMP"] = str(SYSTEM_TMP)
+    os.environ["TMPDIR"] = str(redirected)
+    tempfile.tempdir = str(redirected)
+    config.stash[_SYSTEM_TMP_BEFORE] = _entries(SYSTEM_TMP, basetemp)
+
+
+_SYSTEM_TMP_BEFORE = pytest.StashKey[set]()
+
+
+def _entries(directory: pathlib.Path, basetemp: pathlib.Path) -> set[str]:
+    """The names in ``directory``, less the folder holding pytest's own base temp."""
+    names = {entry.name for entry in directory.iterdir()}
+    if basetemp.parent.parent == directory:  # <tmp>/pytest-of-USER/pytest-N
+        names.discard(basetemp.parent.name)
+    if basetemp.parent == directory:  # --basetemp=<tmp>/NAME
+        names.discard(basetemp.name)
+    return names
+
+
+def pytest_sessionfinish(session):
+    """Fails the session when the system temp directory holds entries it did not hold before:
+    every test's files belong under pytest's tmp_path."""
+    config = session.config
+    if hasattr(config, "workerinput") or _SYSTEM_TMP_BEFORE not in config.stash:
+        return
+    basetemp = config._tmp_path_factory.getbasetemp()
+    new = sorted(_entries(SYSTEM_TMP, basetemp) - config.stash[_SYSTEM_TMP_BEFORE])
+    if new:
+        print(f"\nthe suite left {len(new)} new entries in {SYSTEM_TMP}: {new[:20]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

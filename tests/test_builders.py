@@ -329,7 +329,8 @@ def test_code15_layout_trims_padding_and_quarantines(tmp_path):
     quarantine = pd.read_csv(f"{builder.data_dir}/quarantine.csv").set_index("record_id")
     assert quarantine.loc[102, "reason"] == "too_short"  # 7 s exam, 10 s expected
     assert quarantine.loc[104, "reason"] == "missing_file"
-    report = json.loads(open(f"{builder.data_dir}/prepare_report.json").read())
+    with open(f"{builder.data_dir}/prepare_report.json") as f:
+        report = json.load(f)
     assert report["input_records"] == 4 == report["written_total"] + report["quarantined"]
 
 

@@ -49,7 +49,10 @@ def run_training(workdir, data_dir, *overrides, timeout=300, env=None):
 
 
 def losses_by_step(workdir) -> dict[int, float]:
-    records = [json.loads(line) for line in (pathlib.Path(workdir) / "metrics.jsonl").open()]
+    records = [
+        json.loads(line)
+        for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    ]
     train = [r for r in records if r["split"] == "train"]
     steps = [r["step"] for r in train]
     assert len(steps) == len(set(steps)), "a step was logged twice"
@@ -113,7 +116,7 @@ def test_run_writes_every_output(reference_run):
     assert all(np.isfinite(list(losses.values())))
     evals = [
         json.loads(line)
-        for line in (workdir / "metrics.jsonl").open()
+        for line in (workdir / "metrics.jsonl").read_text().splitlines()
         if json.loads(line)["split"] == "eval"
     ]
     assert [r["step"] for r in evals] == [30, 60]
@@ -276,7 +279,9 @@ def test_pclr_train_runs_from_another_directory(tmp_path, data_dir, env):
 
 
 def test_train_metrics_report_the_input_stall(reference_run):
-    records = [json.loads(line) for line in (reference_run / "metrics.jsonl").open()]
+    records = [
+        json.loads(line) for line in (reference_run / "metrics.jsonl").read_text().splitlines()
+    ]
     train = [r for r in records if r["split"] == "train"]
     for record in train:
         assert 0.0 <= record["input_stall_fraction"] <= 1.0
