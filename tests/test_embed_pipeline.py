@@ -5,6 +5,8 @@ random point and run again gives the uninterrupted table; a prepared split as in
 
 A tiny random-weight encoder (256 samples) keeps each run to seconds."""
 
+import contextlib
+import io
 import os
 import pathlib
 import random
@@ -94,17 +96,11 @@ def runs(weights, folder, tmp_path_factory):
     results = {}
     for workers in (0, 1, 2):
         out = root / f"workers{workers}.parquet"
-        capture = root / f"workers{workers}.log"
-        with open(capture, "w") as log:
-            stdout, sys.stdout = sys.stdout, log
-            try:
-                code = embed(weights, [folder], out, "--workers", str(workers),
-                             "--part-records", "5")  # fmt: skip
-            finally:
-                sys.stdout = stdout
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            code = embed(weights, [folder], out, "--workers", str(workers), "--part-records", "5")
         assert code == 0
         rejected = pd.read_csv(root / f"workers{workers}.rejected.csv", keep_default_na=False)
-        results[workers] = (pd.read_parquet(out), rejected, capture.read_text())
+        results[workers] = (pd.read_parquet(out), rejected, printed.getvalue())
         assert not parts_directory(out).exists()
     return results
 
