@@ -74,7 +74,7 @@ def find_duplicates(store: PartStore, n_parts: int) -> dict[int, int]:
     positions = np.concatenate(positions) if positions else np.zeros(0, np.int64)
     order = np.argsort(hashes, kind="stable")
     same = np.flatnonzero(hashes[order][1:] == hashes[order][:-1])
-    candidates = set(positions[order[same]]) | set(positions[order[same + 1]])
+    candidates = set(positions[order[same]].tolist()) | set(positions[order[same + 1]].tolist())
     if not candidates:
         return {}
     first: dict[str, int] = {}
@@ -224,6 +224,34 @@ def assemble(
     table = _TableWriter(temporary[output])
     reports = [_TableWriter(temporary[p]) for p in paths[1:]]
     try:
+        _write_outputs(store, n_parts, dim, repeats, path_of, table, reports, summary)
+        if summary.embedded + sum(summary.rejected.values()) != n_records:
+            raise RuntimeError(
+                f"bookkeeping error: {n_records} records in, {summary.embedded} embedded, "
+                f"{sum(summary.rejected.values())} rejected"
+            )
+    except BaseException:
+        for path in temporary.values():
+            path.unlink(missing_ok=True)
+        raise
+    for path in paths:
+        os.replace(temporary[path], path)
+    return summary
+
+
+def _write_outputs(
+    store: PartStore,
+    n_parts: int,
+    dim: int,
+    repeats: dict[int, int],
+    path_of: Callable[[int], str],
+    table: _TableWriter,
+    reports: list[_TableWriter],
+    summary: Summary,
+) -> None:
+    """Streams every part into the table and the reports (rejected, then allowed if asked),
+    counting into ``summary``; closes the writers."""
+    try:
         table.write(_table_frame([], np.zeros((0, dim), np.float32)))
         for writer in reports:
             writer.write(_failures_frame([]))
@@ -231,7 +259,7 @@ def assemble(
             frame, rejected, allowed = _part_outputs(store.read(part), dim, repeats, path_of)
             table.write(frame)
             reports[0].write(_failures_frame(rejected))
-            if allowed_path:
+            if len(reports) > 1:
                 reports[1].write(_failures_frame(allowed))
             summary.embedded += len(frame)
             summary.rejected.update(f.reason for f in rejected)
@@ -240,11 +268,3 @@ def assemble(
     finally:
         for writer in [table, *reports]:
             writer.close()
-    for path in paths:
-        os.replace(temporary[path], path)
-    if summary.embedded + sum(summary.rejected.values()) != n_records:
-        raise RuntimeError(
-            f"bookkeeping error: {n_records} records in, {summary.embedded} embedded, "
-            f"{sum(summary.rejected.values())} rejected"
-        )
-    return summary
