@@ -178,7 +178,7 @@ def test_cli_strict_stops_at_the_first_bad_record(weights, inputs, tmp_path, cap
     assert run_embed(weights[1], inputs, tmp_path / "out.tsv", "--strict") == 1
     # The folder's files come sorted: ptbdb/ (too long) before ptbxl/ (one truncated).
     assert "error (too_long): record " in capsys.readouterr().err
-    assert not (tmp_path / "out.tsv").exists()
+    assert not (tmp_path / "out.tsv").exists() and not (tmp_path / "out.tsv.parts").exists()
     # Without bad records, --strict succeeds and the TSV holds every record.
     clean = tmp_path / "clean.npy"
     np.save(clean, np.load(inputs[1])[:1])

@@ -15,9 +15,12 @@ from pclr_jax.signals.records import (
     ArrayOptions,
     ECGRecord,
     ECGValidationError,
+    count_records,
+    input_files,
     iter_records,
     millivolts_per_unit,
     read_hdf5,
+    read_input_file,
     read_npy,
     read_wfdb,
 )
@@ -197,3 +200,41 @@ def test_iter_records_expands_folders_and_yields_failures(test_data_dir, tmp_pat
         ("ECGRecord", None, "arrays:1"),
         ("ECGValidationError", "missing_file", "absent.hea"),
     ]
+
+
+def test_files_are_counted_and_read_by_rows_with_their_relative_ids(test_data_dir, tmp_path):
+    folder = tmp_path / "cohort"
+    (folder / "sub").mkdir(parents=True)
+    copy_record(test_data_dir, PTBXL_100, folder)
+    ecgs = np.random.default_rng(2).normal(size=(5, 1000, 12)).astype(np.float32)
+    np.save(folder / "sub" / "five.npy", ecgs)
+    with h5py.File(folder / "sub" / "exams.h5", "w") as f:
+        f["tracings"] = ecgs[:3]
+        f["exam_id"] = np.array([7, 8, 9])
+    (folder / "sub" / "corrupt.h5").write_bytes(b"\x89HDF not really")
+    np.save(folder / "sub" / "one_d.npy", np.zeros(1000, np.float32))
+    np.save(folder / "sub" / "empty.npy", np.zeros((0, 1000, 12), np.float32))
+    files = {f.sample_id: f for f in input_files([folder])}
+    counts = {sample_id: count_records(f) for sample_id, f in files.items()}
+    assert counts == {
+        "00055_lr": (1, False),
+        "sub/corrupt": (1, False),
+        "sub/empty": (0, True),
+        "sub/exams": (3, True),
+        "sub/five": (5, True),
+        "sub/one_d": (1, False),
+    }
+    # Rows 1..3 of an array file, and a row range past the end stops at the end.
+    rows = list(read_input_file(files["sub/five"], rows=range(1, 4)))
+    assert [r.record_id for r in rows] == ["sub/five:1", "sub/five:2", "sub/five:3"]
+    np.testing.assert_array_equal(rows[2].signal, ecgs[3])
+    assert [r.record_id for r in read_input_file(files["sub/exams"], rows=range(2, 9))] == ["9"]
+    # A file that cannot be read as a whole is one failure named by its relative id (not its
+    # absolute path), or one per row when read by rows (it became unreadable after counting).
+    for sample_id, reason in (("sub/corrupt", "corrupt_file"), ("sub/one_d", "bad_shape")):
+        (error,) = read_input_file(files[sample_id])
+        assert (error.record_id, error.reason) == (sample_id, reason)
+        assert error.source == files[sample_id].path
+    by_rows = list(read_input_file(files["sub/corrupt"], rows=range(0, 2)))
+    assert [e.record_id for e in by_rows] == ["sub/corrupt:0", "sub/corrupt:1"]
+    assert list(read_input_file(files["sub/empty"])) == []

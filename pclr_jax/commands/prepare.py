@@ -78,21 +78,32 @@ def download_config(args: argparse.Namespace):
         if args.beam_option:
             raise ValueError("--beam-option needs --beam-runner")
         return tfds.download.DownloadConfig(manual_dir=manual_dir)
-    try:
-        from apache_beam.options.pipeline_options import PipelineOptions
-    except ImportError as error:
-        raise ValueError("--beam-runner needs Apache Beam: pip install 'pclr-jax[beam]'") from error
-    flags = []
-    for option in args.beam_option:
-        key, sep, value = option.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--beam-option takes KEY=VALUE, got {option!r}")
-        flags.append(f"--{key.removeprefix('--')}={value}")
+    flags = beam_flags(args.beam_option)
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     return tfds.download.DownloadConfig(
         manual_dir=manual_dir,
         beam_runner=args.beam_runner,
         beam_options=PipelineOptions(flags),
     )
+
+
+def beam_flags(options: list[str]) -> list[str]:
+    """Beam pipeline flags from ``--beam-option KEY=VALUE`` values (``--KEY=VALUE``).
+
+    Raises ``ValueError`` when Apache Beam is not installed or an option is not ``KEY=VALUE``.
+    """
+    try:
+        import apache_beam  # noqa: F401
+    except ImportError as error:
+        raise ValueError("--beam-runner needs Apache Beam: pip install 'pclr-jax[beam]'") from error
+    flags = []
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--beam-option takes KEY=VALUE, got {option!r}")
+        flags.append(f"--{key.removeprefix('--')}={value}")
+    return flags
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,20 +1,17 @@
 """Ingestion plumbing shared by the data-set builders: the per-record :class:`Outcome`, the
-preparation settings and an order-preserving, memory-bounded process-pool map.
+preparation settings and how many reader processes to start (the process-pool map itself is
+:func:`pclr_jax.runtime.pool.ordered_parallel_map`).
 
 Imports neither tensorflow-datasets nor JAX, so worker processes start quickly.
 """
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import dataclasses
-import multiprocessing
-import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
 
 import numpy as np
+
+from pclr_jax.runtime.pool import usable_cpus
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,42 +57,4 @@ class Outcome:
 
 def default_workers() -> int:
     """Worker processes for ingestion: the usable CPUs minus one for the writer (at least 1)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, cpus - 1)
-
-
-def ordered_parallel_map(
-    fn: Callable[[Any], Any],
-    items: Iterable[Any],
-    workers: int,
-    max_pending: int | None = None,
-) -> Iterator[Any]:
-    """``map(fn, items)`` in order, computed by ``workers`` processes (``0``: in this process).
-
-    At most ``max_pending`` items (default ``4 * workers``) are in flight, so a slow consumer (the
-    tfds writer) never makes results pile up in memory. Workers are started with ``spawn``, which
-    is safe in processes that hold threads (JAX, tqdm); ``fn`` must be picklable (a module-level
-    function or a ``functools.partial`` of one).
-    """
-    if workers <= 0:
-        yield from map(fn, items)
-        return
-    max_pending = max_pending or 4 * workers
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        pending: collections.deque = collections.deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= max_pending:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
-def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    """Consecutive slices of ``items`` of length ``size`` (the last may be shorter)."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+    return max(1, usable_cpus() - 1)

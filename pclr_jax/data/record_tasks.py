@@ -20,7 +20,8 @@ import h5py
 import numpy as np
 
 from pclr_jax.data import copies
-from pclr_jax.data.ingest import Outcome, PrepareSpec, chunked, ordered_parallel_map
+from pclr_jax.data.ingest import Outcome, PrepareSpec
+from pclr_jax.runtime.pool import chunked, ordered_parallel_map
 from pclr_jax.signals.leads import STANDARD_LEADS
 from pclr_jax.signals.preprocess import ECGValidationError, prepare_ecg
 from pclr_jax.signals.records import ECGRecord, read_wfdb

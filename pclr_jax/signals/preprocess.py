@@ -32,7 +32,6 @@ import math
 from collections.abc import Collection, Sequence
 
 import numpy as np
-from scipy import signal as sps
 
 from pclr_jax.signals.leads import STANDARD_LEADS, lead_indices, normalize_lead_name
 from pclr_jax.signals.records import ECGRecord, ECGValidationError, millivolts_per_unit
@@ -78,6 +77,10 @@ def resample_antialias(signal: np.ndarray, n_samples: int) -> np.ndarray:
     samples = signal.shape[0]
     if samples == n_samples:
         return np.array(signal, dtype=np.float64)
+    # Imported here: scipy.signal takes about a second to import, which every reader process of
+    # pclr embed would pay at start-up for a method most runs do not use.
+    from scipy import signal as sps
+
     common = math.gcd(n_samples, samples)
     up, down = n_samples // common, samples // common
     out = sps.resample_poly(np.asarray(signal, np.float64), up, down, axis=0, padtype="line")

@@ -40,10 +40,11 @@ that would give the same id are an error before anything is read.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -70,7 +71,8 @@ class ECGValidationError(ValueError):
     """An ECG that cannot be used, with a machine-readable ``reason``.
 
     Attributes:
-        record_id: the record's id (a file path for a file that could not be opened).
+        record_id: the record's id; for a file that could not be read as a whole, the file's
+            sample id (see :func:`input_files`), like the ids of the records it would have given.
         lead: the offending lead's standard name, or ``None`` for the whole record.
         source: the file involved, when known.
         reason: a short tag, e.g. ``'corrupt_file'``, ``'missing_file'``, ``'header_mismatch'``,
@@ -245,40 +247,60 @@ class ArrayOptions:
         return ECGRecord(record_id, signal, tuple(self.lead_names), float(rate), self.units, source)
 
 
-def _read_error(path: str, error: Exception) -> ECGValidationError:
-    return ECGValidationError(
-        f"unreadable file {path}: {type(error).__name__}: {error}",
-        record_id=path,
-        source=path,
-        reason="corrupt_file",
-    )
+def _file_error(path: str, record_id: str, reason: str, message: str) -> ECGValidationError:
+    return ECGValidationError(message, record_id=record_id, source=path, reason=reason)
 
 
-def _iter_npy(
-    path: str, options: ArrayOptions, prefix: str | None = None
-) -> Iterator[ECGRecord | ECGValidationError]:
+def _read_error(path: str, record_id: str, error: Exception) -> ECGValidationError:
+    message = f"unreadable file {path}: {type(error).__name__}: {error}"
+    return _file_error(path, record_id, "corrupt_file", message)
+
+
+# An opened array file: its number of ECGs and a function from a row to that row's record (or its
+# failure); or the one failure that stands for the whole file.
+ArrayRows = tuple[int, Callable[[int], "ECGRecord | ECGValidationError"]]
+
+
+def _row_reader(
+    path: str,
+    record_id: Callable[[int], str],
+    signal: Callable[[int], np.ndarray],
+    options: ArrayOptions,
+) -> Callable[[int], ECGRecord | ECGValidationError]:
+    """``row -> record`` of an array file, or the row's failure (not raised)."""
+
+    def read_row(row: int) -> ECGRecord | ECGValidationError:
+        try:
+            return options.record(record_id(row), signal(row), path)
+        except ECGValidationError as error:
+            return error
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            return ECGValidationError(
+                f"{path}: unreadable ECG: {type(error).__name__}: {error}",
+                record_id=record_id(row),
+                source=path,
+                reason="corrupt_file",
+            )
+
+    return read_row
+
+
+@contextlib.contextmanager
+def _npy_rows(
+    path: str, stem: str, options: ArrayOptions
+) -> Iterator[ArrayRows | ECGValidationError]:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
-        yield _read_error(path, error)
+        yield _read_error(path, stem, error)
         return
-    stem = prefix or pathlib.Path(path).stem
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:
-        yield ECGValidationError(
-            f"{path}: expected (N, samples, leads), got shape {array.shape}",
-            record_id=path,
-            source=path,
-            reason="bad_shape",
-        )
+        message = f"{path}: expected (N, samples, leads), got shape {array.shape}"
+        yield _file_error(path, stem, "bad_shape", message)
         return
-    for row in range(array.shape[0]):
-        record_id = f"{stem}:{row}"
-        try:
-            yield options.record(record_id, array[row], path)
-        except ECGValidationError as error:
-            yield error
+    yield array.shape[0], _row_reader(path, lambda row: f"{stem}:{row}", array.__getitem__, options)
 
 
 def read_npy(path: str | os.PathLike, options: ArrayOptions | None = None) -> Iterator[ECGRecord]:
@@ -286,7 +308,8 @@ def read_npy(path: str | os.PathLike, options: ArrayOptions | None = None) -> It
 
     Raises :class:`ECGValidationError` (``'corrupt_file'``, ``'bad_shape'``) when reached.
     """
-    for item in _iter_npy(os.fspath(path), options or ArrayOptions()):
+    path = os.fspath(path)
+    for item in read_input_file(InputFile("npy", path, pathlib.Path(path).stem), options):
         if isinstance(item, ECGValidationError):
             raise item
         yield item
@@ -318,48 +341,36 @@ def _default_hdf5_entry(f: h5py.File) -> str:
     return arrays[0]
 
 
-def _iter_hdf5(
-    path: str, dataset: str | None, options: ArrayOptions, prefix: str | None = None
-) -> Iterator[ECGRecord | ECGValidationError]:
-    stem = prefix or pathlib.Path(path).stem
+def _hdf5_entry_rows(
+    path: str, entry: h5py.Group | h5py.Dataset, f: h5py.File, stem: str, options: ArrayOptions
+) -> ArrayRows | ECGValidationError:
+    if isinstance(entry, h5py.Group):
+        names = list(entry)
+        read = _row_reader(path, names.__getitem__, lambda row: entry[names[row]][()], options)
+        return len(names), read
+    if entry.ndim != 3:
+        message = f"{path}: dataset {entry.name} has shape {entry.shape}, not (N, samples, leads)"
+        return _file_error(path, stem, "bad_shape", message)
+    ids = _hdf5_ids(f, entry, stem)
+    return len(ids), _row_reader(path, ids.__getitem__, entry.__getitem__, options)
+
+
+@contextlib.contextmanager
+def _hdf5_rows(
+    path: str, dataset: str | None, stem: str, options: ArrayOptions
+) -> Iterator[ArrayRows | ECGValidationError]:
     try:
         f = h5py.File(path, "r")
     except OSError as error:
-        yield _read_error(path, error)
+        yield _read_error(path, stem, error)
         return
     with f:
         try:
             entry = f[dataset or _default_hdf5_entry(f)]
         except KeyError as error:
-            yield ECGValidationError(
-                f"{path}: {error.args[0]}", source=path, record_id=path, reason="unsupported_file"
-            )
+            yield _file_error(path, stem, "unsupported_file", f"{path}: {error.args[0]}")
             return
-        if isinstance(entry, h5py.Group):
-            items = [(name, entry[name]) for name in entry]
-        elif entry.ndim == 3:
-            items = [(i, entry) for i in _hdf5_ids(f, entry, stem)]
-        else:
-            yield ECGValidationError(
-                f"{path}: dataset {entry.name} has shape {entry.shape}, not (N, samples, leads)",
-                record_id=path,
-                source=path,
-                reason="bad_shape",
-            )
-            return
-        for row, (record_id, data) in enumerate(items):
-            try:
-                signal = data[()] if isinstance(entry, h5py.Group) else data[row]
-                yield options.record(str(record_id), signal, path)
-            except ECGValidationError as error:
-                yield error
-            except (OSError, ValueError, KeyError, TypeError) as error:
-                yield ECGValidationError(
-                    f"{path}: unreadable ECG: {type(error).__name__}: {error}",
-                    record_id=str(record_id),
-                    source=path,
-                    reason="corrupt_file",
-                )
+        yield _hdf5_entry_rows(path, entry, f, stem, options)
 
 
 def read_hdf5(
@@ -370,7 +381,9 @@ def read_hdf5(
     Raises :class:`ECGValidationError` (``'corrupt_file'``, ``'bad_shape'``,
     ``'unsupported_file'``) when reached.
     """
-    for item in _iter_hdf5(os.fspath(path), dataset, options or ArrayOptions()):
+    path = os.fspath(path)
+    entry = InputFile("hdf5", path, pathlib.Path(path).stem)
+    for item in read_input_file(entry, options, dataset):
         if isinstance(item, ECGValidationError):
             raise item
         yield item
@@ -476,7 +489,7 @@ def iter_records(
     by the ``sample_id`` mode (:data:`SAMPLE_ID_MODES`).
 
     Failures are yielded, not raised, so callers can count them: a file that cannot be opened
-    is one :class:`ECGValidationError` whose ``record_id`` is the file path. Raises
+    is one :class:`ECGValidationError` whose ``record_id`` is the file's sample id. Raises
     ``ValueError`` (before reading anything) if two inputs would give the same ids.
     """
     if isinstance(paths, str | os.PathLike):
@@ -490,29 +503,81 @@ def iter_input_files(
     hdf5_dataset: str | None = None,
 ) -> Iterator[ECGRecord | ECGValidationError]:
     """Every ECG of the :func:`input_files` ``files``, in order (see :func:`iter_records`)."""
-    options = options or ArrayOptions()
     for item in files:
-        kind, path = item.kind, item.path
-        if kind == "wfdb":
-            try:
-                yield read_wfdb(path, item.sample_id)
-            except ECGValidationError as error:
-                yield error
-        elif kind == "npy":
-            yield from _iter_npy(path, options, item.sample_id)
-        elif kind == "hdf5":
-            yield from _iter_hdf5(path, hdf5_dataset, options, item.sample_id)
-        elif kind == "missing":
-            yield ECGValidationError(
-                f"no such file or WFDB record {path}",
-                source=path,
-                record_id=path,
-                reason="missing_file",
-            )
-        else:
-            yield ECGValidationError(
-                f"{path}: not a WFDB header, .npy or HDF5 file",
-                record_id=path,
-                source=path,
-                reason="unsupported_file",
-            )
+        yield from read_input_file(item, options, hdf5_dataset)
+
+
+@contextlib.contextmanager
+def _array_rows(
+    item: InputFile, options: ArrayOptions, hdf5_dataset: str | None
+) -> Iterator[ArrayRows | ECGValidationError]:
+    """An array file (``.npy``, HDF5) opened: ``(ECGs, read_row)``, or its one failure."""
+    if item.kind == "npy":
+        with _npy_rows(item.path, item.sample_id, options) as opened:
+            yield opened
+    else:
+        with _hdf5_rows(item.path, hdf5_dataset, item.sample_id, options) as opened:
+            yield opened
+
+
+def count_records(
+    item: InputFile, options: ArrayOptions | None = None, hdf5_dataset: str | None = None
+) -> tuple[int, bool]:
+    """``(records, by_row)``: how many items :func:`read_input_file` yields for ``item``, and
+    whether they can be read by row (``rows=``). A WFDB record, a missing or unsupported file
+    and an array file that cannot be read as ``(N, samples, leads)`` give one item (one record
+    or one failure, ``by_row`` False); a readable array file gives one per ECG (0 for an empty
+    file)."""
+    if item.kind not in ("npy", "hdf5"):
+        return 1, False
+    with _array_rows(item, options or ArrayOptions(), hdf5_dataset) as opened:
+        if isinstance(opened, ECGValidationError):
+            return 1, False
+        return opened[0], True
+
+
+def read_input_file(
+    item: InputFile,
+    options: ArrayOptions | None = None,
+    hdf5_dataset: str | None = None,
+    rows: range | None = None,
+) -> Iterator[ECGRecord | ECGValidationError]:
+    """The ECGs of one :func:`input_files` entry, in order: all of them, or those of the array
+    rows ``rows`` (for an entry that :func:`count_records` says can be read by row).
+
+    Failures are yielded, not raised. One that concerns a whole file (it cannot be opened, or is
+    not ``(N, samples, leads)``) is one item named by the file's sample id; read by ``rows``, one
+    item per row (``<id>:<row>``), so that a file that became unreadable still gives its count.
+    Rows beyond the end of the file are not yielded.
+    """
+    options = options or ArrayOptions()
+    kind, path = item.kind, item.path
+    if kind == "wfdb":
+        try:
+            yield read_wfdb(path, item.sample_id)
+        except ECGValidationError as error:
+            yield error
+    elif kind in ("npy", "hdf5"):
+        with _array_rows(item, options, hdf5_dataset) as opened:
+            if isinstance(opened, ECGValidationError):
+                yield from _file_failures(opened, rows)
+                return
+            n, read_row = opened
+            for row in range(n) if rows is None else range(rows.start, min(rows.stop, n)):
+                yield read_row(row)
+    elif kind == "missing":
+        message = f"no such file or WFDB record {path}"
+        yield _file_error(path, item.sample_id, "missing_file", message)
+    else:
+        message = f"{path}: not a WFDB header, .npy or HDF5 file"
+        yield _file_error(path, item.sample_id, "unsupported_file", message)
+
+
+def _file_failures(error: ECGValidationError, rows: range | None) -> Iterator[ECGValidationError]:
+    """A whole file's failure: itself, or one copy per row of ``rows`` (``<id>:<row>``)."""
+    if rows is None:
+        yield error
+        return
+    for row in rows:
+        record_id = f"{error.record_id}:{row}"
+        yield _file_error(error.source, record_id, error.reason, f"record {record_id}: {error}")
