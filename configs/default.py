@@ -89,10 +89,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint.every_steps = 60
     c.checkpoint.keep = 2
     c.checkpoint.keep_best = True
-    # With several processes, SIGTERM/SIGINT stop the run at the next step that is a multiple of
-    # this (all processes exchange their signals there; one process checks every step).
-    c.checkpoint.stop_check_every_steps = 10
 
+    # Metrics, the agreed stop signal (SIGTERM/SIGINT) and the non-finite-loss check are read back
+    # from the devices every log_every_steps steps and at checkpoints, never in between; a signal
+    # stops the run at the next such read.
     c.log_every_steps = 10
     c.eval = ml_collections.ConfigDict()
     c.eval.every_steps = 120
