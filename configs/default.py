@@ -94,6 +94,13 @@ def get_config() -> ml_collections.ConfigDict:
     # from the devices every log_every_steps steps and at checkpoints, never in between; a signal
     # stops the run at the next such read.
     c.log_every_steps = 10
+
+    c.distributed = ml_collections.ConfigDict()
+    # When a process of a multi-host job dies, the others stop after this many seconds without
+    # its heartbeat, print one line (the lost process, the last complete checkpoint, how to
+    # resume) and exit with status 75 (EX_TEMPFAIL) for a launcher to restart on.
+    c.distributed.lost_process_timeout_s = 60.0
+
     c.eval = ml_collections.ConfigDict()
     c.eval.every_steps = 120
     c.eval.batch_size = 256

@@ -31,7 +31,8 @@ from etils import epath
 from pclr_jax.data.prepared import load_prepared
 from pclr_jax.losses import get_loss
 from pclr_jax.model.encoder import EncoderConfig, init_variables
-from pclr_jax.runtime.distributed import make_mesh, maybe_initialize_distributed
+from pclr_jax.runtime.distributed import make_mesh
+from pclr_jax.runtime.peer_watch import watched_job
 from pclr_jax.runtime.progress import Progress
 from pclr_jax.runtime.storage import as_path, check_shared, write_through_local_file
 from pclr_jax.step.optimizers import make_optimizer
@@ -69,10 +70,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     """Runs (or resumes) a pretraining run; returns the final summary (also in summary.json).
 
     ``workdir`` may be local or remote (``gs://...``); with several processes it must be the same
-    folder for all of them (checked at start-up, see :mod:`pclr_jax.runtime.storage`).
+    folder for all of them (checked at start-up, see :mod:`pclr_jax.runtime.storage`). When a
+    process of a multi-host job dies, the others exit with status 75 within
+    ``config.distributed.lost_process_timeout_s`` seconds, saying how to resume
+    (:mod:`pclr_jax.runtime.peer_watch`).
     """
-    maybe_initialize_distributed()
     workdir = as_path(workdir)
+    with watched_job(
+        config.distributed.lost_process_timeout_s, lambda: checkpointing.resume_hint(workdir)
+    ):
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     check_shared(workdir)
     is_main = jax.process_index() == 0
