@@ -34,7 +34,7 @@ import jax
 import numpy as np
 from loader_throughput import cpu_name, write_split
 
-from pclr_jax.data.device_prefetch import DevicePrefetcher, to_device_batch
+from pclr_jax.data.device_prefetch import DevicePrefetcher
 from pclr_jax.data.device_resident import DeviceResidentPairLoader
 from pclr_jax.data.loader import PairLoaderConfig, make_pair_loader, to_global_batch
 from pclr_jax.losses import get_loss
@@ -150,7 +150,7 @@ def main() -> None:
         feeds = {
             "before": loader("float32"),
             "host": DevicePrefetcher(
-                loader("float16"), functools.partial(to_device_batch, mesh=mesh)
+                loader("float16"), functools.partial(to_global_batch, mesh=mesh)
             ),
             "device_resident": DeviceResidentPairLoader(
                 split, PairLoaderConfig(batch_pairs=args.batch_pairs), mesh

@@ -248,6 +248,42 @@ def test_bf16_step_keeps_float32_state_and_traces_once(setup):
     assert int(state.step) == 3
 
 
+def _equations(jaxpr):
+    """Every equation of ``jaxpr``, nested ones (jit, shard_map bodies) included."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                yield from _equations(inner)
+
+
+def test_float16_views_are_cast_inside_the_step_and_train_it_exactly(setup):
+    """The feeds send float16 views (as stored); the compiled step takes them as f16 parameters
+    and converts them itself, with the same result as float32 views, bit for bit."""
+    mesh = make_mesh(jax.devices()[:4])
+    step = make_train_step(TINY, "ntxent", LOSS_HPARAMS, setup["optimizer"], mesh)
+    half = {k: v.astype(np.float16) if k != "patient_id" else v for k, v in _batch(3).items()}
+    full = {k: v.astype(np.float32) if k != "patient_id" else v for k, v in half.items()}
+    half, full = _sharded(half, mesh), _sharded(full, mesh)
+
+    lowered = step.lower(_fresh_state(setup, mesh), half)
+    view_shape = ",".join(str(n) for n in (PAIRS // 4, TINY.n_samples, TINY.n_leads))
+    assert lowered.compile().as_text().count(f"f16[{view_shape}]") >= 2  # both views, per device
+    jaxpr = jax.make_jaxpr(step)(_fresh_state(setup, mesh), half).jaxpr
+    casts = [
+        eqn
+        for eqn in _equations(jaxpr)
+        if eqn.primitive.name == "convert_element_type" and eqn.invars[0].aval.dtype == np.float16
+    ]
+    assert len(casts) == 2 and all(c.params["new_dtype"] == np.float32 for c in casts)
+
+    state_half, metrics_half = step(_fresh_state(setup, mesh), half)
+    state_full, metrics_full = step(_fresh_state(setup, mesh), full)
+    assert _host(metrics_half) == _host(metrics_full)
+    jax.tree.map(np.testing.assert_array_equal, _host(state_half), _host(state_full))
+
+
 def test_embed_fn_pads_and_matches_model(setup):
     mesh = make_mesh()
     variables = {

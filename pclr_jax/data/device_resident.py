@@ -13,9 +13,10 @@ decoding and host-to-device copy, which a fast accelerator outruns (``docs/scali
   those of :func:`pclr_jax.data.loader.make_pair_loader` without augmentation. The devices gather
   the rows: each device takes the rows of the global batch it owns (zeros elsewhere), an
   ``all_to_all`` over ``'data'`` sends every device the picks for its slice, each slot keeps its
-  owner's row (a selection: no arithmetic touches the values), and the views are cast to float32
-  there. Per step the mesh moves one global batch of float16 (over NVLink / ICI), and each device
-  holds about ``2 x 2 x G x samples x leads`` float16 of exchange buffers for ``G`` global pairs.
+  owner's row (a selection: no arithmetic touches the values); the views stay float16 (the
+  training step casts them). Per step the mesh moves one global batch of float16 (over NVLink /
+  ICI), and each device holds about ``2 x 2 x G x samples x leads`` float16 of exchange buffers
+  for ``G`` global pairs.
 * The state is the next batch number, ``{"next_index": j}`` as JSON bytes: the same content as the
   grain loader's state, so a checkpoint resumes in either mode.
 
@@ -75,8 +76,9 @@ def make_pair_gather(mesh: Mesh):
     """Jitted ``(ecgs, rows_a, rows_b) -> (view_a, view_b)`` on ``mesh``.
 
     ``ecgs``: :func:`load_split_to_devices`'s array; ``rows_a``, ``rows_b``: ``(G,)`` int32 index
-    rows, replicated; views ``(G, samples, leads)`` float32 sharded ``P('data')`` (row ``i`` is
-    ``ecgs[rows[i]]``, exactly). One compiled function per mesh (cached).
+    rows, replicated; views ``(G, samples, leads)`` float16 sharded ``P('data')`` (row ``i`` is
+    ``ecgs[rows[i]]``, exactly; the training step casts them). One compiled function per mesh
+    (cached).
     """
 
     def local_gather(shard: jax.Array, rows_a: jax.Array, rows_b: jax.Array):
@@ -96,7 +98,7 @@ def make_pair_gather(mesh: Mesh):
             received = lax.all_to_all(picked, DATA_AXIS, split_axis=0, concat_axis=0)
             mine = lax.dynamic_slice_in_dim(rows, me * per_device, per_device)
             owner = mine // rows_per_device
-            return received[owner, jnp.arange(per_device)].astype(jnp.float32)
+            return received[owner, jnp.arange(per_device)]
 
         return gather(rows_a), gather(rows_b)
 
@@ -118,7 +120,7 @@ def _global_array(values: np.ndarray, sharding: NamedSharding) -> jax.Array:
 class DeviceResidentPairLoader(Iterator[dict[str, jax.Array]]):
     """Global batches of patient pairs gathered from a device-resident split.
 
-    Yields ``view_a``, ``view_b`` ``(G, samples, leads)`` float32 mV and ``patient_id`` ``(G,)``
+    Yields ``view_a``, ``view_b`` ``(G, samples, leads)`` float16 mV and ``patient_id`` ``(G,)``
     int32, sharded ``P('data')`` on ``mesh``: for the same split and ``config``, the global batch
     :func:`pclr_jax.data.loader.make_pair_loader` yields (all processes' slices concatenated).
 

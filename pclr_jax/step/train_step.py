@@ -120,11 +120,15 @@ def make_train_step(
         for gradient caching (must divide the per-device batch; see ``pclr_jax.step.gradcache``).
 
     The returned ``step(state, batch, control=None)`` takes ``batch = {'view_a': (G, samples,
-    leads) float32 mV, 'view_b': (G, samples, leads), 'patient_id': (G,) int32}`` sharded
-    ``P('data')`` (G global pairs, divisible by the device count; other array-valued keys are
-    ignored) and returns global, replicated float32 scalar metrics: ``loss``, the loss's own
-    metrics (e.g. ``contrastive_accuracy``), ``learning_rate`` (used by this update) and
-    ``grad_norm`` (global norm before clipping).
+    leads) mV, 'view_b': (G, samples, leads), 'patient_id': (G,) int32}`` sharded ``P('data')``
+    (G global pairs, divisible by the device count; other array-valued keys are ignored). The
+    views may be float16 (as stored and as the feeds send them: half the bytes of float32) or
+    float32; the step casts them to float32 inside its compiled program, exactly. (The batch is
+    not donated: no output has its shape, so JAX would drop the donation with a warning; the
+    loop keeps no reference to a batch, so its memory returns when the step has run.) It returns
+    global, replicated float32 scalar metrics: ``loss``, the loss's own metrics (e.g.
+    ``contrastive_accuracy``), ``learning_rate`` (used by this update) and ``grad_norm`` (global
+    norm before clipping).
 
     ``control`` (the training loop's; optional) is ``{'signals': (devices,) int32 sharded
     P('data'), the signal number each device's process received (0: none), 'nonfinite_step': ()
@@ -180,6 +184,10 @@ def make_train_step(
         direct_value_and_grad if grad_cache_microbatch is None else cached_value_and_grad
     )
 
+    def as_ecgs(view: jax.Array) -> jax.Array:
+        """A device's views as the model's input: float32 (exact from float16, as stored)."""
+        return view.astype(jnp.float32)
+
     def per_device(
         state: TrainState, batch: Batch, control: Control | None
     ) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -188,8 +196,8 @@ def make_train_step(
         (value, loss_metrics), grads, batch_stats = value_and_grad(
             state.params,
             state.batch_stats,
-            batch["view_a"],
-            batch["view_b"],
+            as_ecgs(batch["view_a"]),
+            as_ecgs(batch["view_b"]),
             batch["patient_id"],
             device_key,
         )

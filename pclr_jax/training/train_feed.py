@@ -3,7 +3,7 @@
 * ``'host'`` (default): the grain pair loader (:func:`pclr_jax.data.loader.make_pair_loader`)
   reads each host's slice of every batch; :class:`pclr_jax.data.device_prefetch.DevicePrefetcher`
   places the next ``loader.device_prefetch`` global batches on the devices while the step runs,
-  in ``loader.views_dtype`` (float16 by default: the stored dtype, cast to float32 on device).
+  in ``loader.views_dtype`` (float16 by default: the stored dtype; the step casts it).
 * ``'device_resident'``: the whole training split lives in accelerator memory and the pairs are
   gathered there (:class:`pclr_jax.data.device_resident.DeviceResidentPairLoader`); the same
   batches as the host loader, without augmentations.
@@ -20,9 +20,9 @@ import jax
 import ml_collections
 from jax.sharding import Mesh
 
-from pclr_jax.data.device_prefetch import DevicePrefetcher, to_device_batch
+from pclr_jax.data.device_prefetch import DevicePrefetcher
 from pclr_jax.data.device_resident import DeviceResidentPairLoader
-from pclr_jax.data.loader import PairLoaderConfig, make_pair_loader
+from pclr_jax.data.loader import PairLoaderConfig, make_pair_loader, to_global_batch
 
 FEED_MODES = ("host", "device_resident")
 
@@ -53,7 +53,7 @@ def make_train_feed(config: ml_collections.ConfigDict, split: Any, mesh: Mesh):
         loader = make_pair_loader(
             split, pair_loader_config(config), jax.process_index(), jax.process_count()
         )
-        place = functools.partial(to_device_batch, mesh=mesh)
+        place = functools.partial(to_global_batch, mesh=mesh)
         return DevicePrefetcher(loader, place, config.loader.device_prefetch)
     if mode == "device_resident":
         return DeviceResidentPairLoader(split, pair_loader_config(config), mesh)
