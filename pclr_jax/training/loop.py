@@ -140,6 +140,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path) 
 
     def save(step: int, metrics: dict[str, float] | None = None) -> None:
         checkpointing.save_checkpoint(manager, step, state, feed, config.to_dict(), metrics=metrics)
+        metric_log.flush()  # a remote log is uploaded at checkpoints (training/metric_log.py)
 
     ecgs_per_step = 2 * config.batch_pairs
     step = start_step
@@ -213,12 +214,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path) 
     manager.wait_until_finished()
 
     summary = final_report(config, model_config, state, embed_fn, workdir, tasks)
+    metric_log.close()
     if is_main:
         write_through_local_file(
             workdir / "curves.png", lambda path: plot_curves(metric_log.path, path)
         )
     export_encoder(model_config, state, workdir)
-    metric_log.close()
     return summary
 
 
