@@ -273,3 +273,32 @@ def make_embed_fn(
         return np.asarray(apply(variables, _on_mesh(padded, batch_sharding)))[:n]
 
     return embed
+
+
+def make_local_embed_fn(
+    model_config: EncoderConfig, mesh: Mesh
+) -> Callable[[dict, np.ndarray], jax.Array]:
+    """``embed(variables, local_ecgs) -> (B, embed_dim)`` float32 embeddings of one global batch
+    of ``B`` ECGs, in eval mode, left on the devices (sharded ``P('data')``).
+
+    ``local_ecgs``: THIS process's ``B / processes`` consecutive ECGs of the global batch (the
+    processes' shares in process order make it up), ``(rows, samples, leads)`` mV in float16 (as
+    stored; cast on the devices) or float32; ``B`` must divide over the mesh. Nothing is read
+    back: :func:`pclr_jax.training.periodic_eval.embed_split` gathers a whole split's embeddings
+    once. ``variables`` as for :func:`make_embed_fn`.
+    """
+    model = PCLRModel(model_config)
+    batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
+    apply = jax.jit(
+        lambda variables, ecgs: model.apply(
+            variables, ecgs.astype(jnp.float32), method=PCLRModel.embed
+        ),
+        out_shardings=batch_sharding,
+    )
+
+    def embed(variables: dict, local_ecgs: np.ndarray) -> jax.Array:
+        variables = jax.tree.map(lambda x: _on_mesh(x, replicated(mesh)), variables)
+        ecgs = jax.make_array_from_process_local_data(batch_sharding, np.asarray(local_ecgs))
+        return apply(variables, ecgs)
+
+    return embed

@@ -37,7 +37,7 @@ from pclr_jax.runtime.progress import Progress
 from pclr_jax.runtime.storage import as_path, check_shared, write_through_local_file
 from pclr_jax.step.optimizers import make_optimizer
 from pclr_jax.step.train_state import create_train_state, replicated
-from pclr_jax.step.train_step import make_embed_fn, make_train_step
+from pclr_jax.step.train_step import make_local_embed_fn, make_train_step
 from pclr_jax.training import checkpointing
 from pclr_jax.training.data_setup import ensure_prepared
 from pclr_jax.training.metric_log import MetricLog, plot_curves
@@ -114,7 +114,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path) 
         sync_batch_norm=config.sync_batch_norm,
         grad_cache_microbatch=config.grad_cache_microbatch,
     )
-    embed_fn = make_embed_fn(model_config, mesh)
+    embed_fn = make_local_embed_fn(model_config, mesh)
     tasks = [ProbeTask.parse(spec) for spec in config.eval.probe_tasks]
 
     manager = checkpointing.make_checkpoint_manager(
