@@ -83,6 +83,10 @@ def get_config() -> ml_collections.ConfigDict:
     # "host": the grain loader; "device_resident": the training split held in accelerator memory,
     # pairs gathered there (no augmentations). docs/scaling.md, "Feeding the accelerators".
     c.loader.mode = "host"
+    # Device-resident split: "replicated" (each device gathers its own rows, no communication),
+    # "sharded" (rows exchanged in (owner, destination) buckets, O(local batch) per device) or
+    # "auto" (replicated when the split takes at most a quarter of a device's memory).
+    c.loader.device_resident_placement = "auto"
     c.loader.augment = ml_collections.ConfigDict()  # empty: no augmentation (PCLR's default)
 
     c.checkpoint = ml_collections.ConfigDict()

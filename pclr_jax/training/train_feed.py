@@ -5,8 +5,9 @@
   places the next ``loader.device_prefetch`` global batches on the devices while the step runs,
   in ``loader.views_dtype`` (float16 by default: the stored dtype; the step casts it).
 * ``'device_resident'``: the whole training split lives in accelerator memory and the pairs are
-  gathered there (:class:`pclr_jax.data.device_resident.DeviceResidentPairLoader`); the same
-  batches as the host loader, without augmentations.
+  gathered there (:class:`pclr_jax.data.device_resident.DeviceResidentPairLoader`), replicated on
+  every device or sharded over them (``loader.device_resident_placement``); the same batches as
+  the host loader, without augmentations.
 
 Both feeds checkpoint the number of batches consumed, in the same format.
 """
@@ -56,5 +57,6 @@ def make_train_feed(config: ml_collections.ConfigDict, split: Any, mesh: Mesh):
         place = functools.partial(to_global_batch, mesh=mesh)
         return DevicePrefetcher(loader, place, config.loader.device_prefetch)
     if mode == "device_resident":
-        return DeviceResidentPairLoader(split, pair_loader_config(config), mesh)
+        placement = config.loader.device_resident_placement
+        return DeviceResidentPairLoader(split, pair_loader_config(config), mesh, placement)
     raise ValueError(f"loader.mode={mode!r}: expected one of {FEED_MODES}")
