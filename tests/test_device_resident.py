@@ -3,6 +3,7 @@ against the host loader (``pairing.py`` + grain) and against PCLR's pairing rule
 the gathered ECGs; the sharded exchange's bytes per device, read from the compiled program."""
 
 import json
+import re
 
 import jax
 import numpy as np
@@ -45,11 +46,12 @@ def row_of(split):
 
 def test_split_is_sharded_by_rows_and_padded_with_zeros(split, mesh):
     ecgs = load_split_to_devices(split, mesh)
-    assert ecgs.shape == (120, 64, 12) and ecgs.dtype == np.float16  # 119 padded to 8 x 15
+    # 119 padded to 8 x 15; each 64 x 12 ECG lane-dense as 6 x 128 (pclr_jax.runtime.layout)
+    assert ecgs.shape == (120, 6, 128) and ecgs.dtype == np.float16
     assert ecgs.sharding.spec == PartitionSpec("data")
     shard = ecgs.addressable_shards[3]
     assert shard.index[0] == slice(45, 60)
-    np.testing.assert_array_equal(shard.data[0], split.source[45]["ecg"])
+    np.testing.assert_array_equal(shard.data[0].reshape(64, 12), split.source[45]["ecg"])
     np.testing.assert_array_equal(np.asarray(ecgs[119]), 0)
 
 
@@ -66,7 +68,8 @@ def test_batches_equal_the_host_loaders_across_epochs(split, mesh, placement, ca
         expected, batch = next(host), next(device)
         for key in ("view_a", "view_b", "patient_id"):
             assert batch[key].sharding.spec == PartitionSpec("data")
-            np.testing.assert_array_equal(np.asarray(batch[key]), expected[key], err_msg=key)
+            got = np.asarray(batch[key]).reshape(expected[key].shape)
+            np.testing.assert_array_equal(got, expected[key], err_msg=key)
         assert batch["view_a"].dtype == np.float16  # as stored: the step casts
 
 
@@ -144,7 +147,7 @@ def _exchanged_bytes(devices: int, local_pairs: int) -> int:
     mesh = Mesh(np.array(jax.devices()[:devices]), ("data",))
     sharded = NamedSharding(mesh, PartitionSpec("data"))
     capacity = default_capacity(local_pairs, devices)
-    ecgs = jax.ShapeDtypeStruct((devices * 100, 64, 12), np.float16, sharding=sharded)
+    ecgs = jax.ShapeDtypeStruct((devices * 100, 6, 128), np.float16, sharding=sharded)
     plan = jax.ShapeDtypeStruct((devices, devices, capacity), np.int32, sharding=sharded)
     compiled = make_exchange(mesh, local_pairs, True, True).lower(ecgs, plan, plan).compile()
     measured = collective_bytes(compiled)
@@ -164,7 +167,7 @@ def test_sharded_exchange_bytes_grow_with_the_local_batch_not_the_global_one():
 
 def test_a_replicated_split_is_gathered_without_communication(split, mesh):
     ecgs = load_split_to_devices(split, mesh, "replicated")
-    assert ecgs.shape == (119, 64, 12) and ecgs.sharding.is_fully_replicated
+    assert ecgs.shape == (119, 6, 128) and ecgs.sharding.is_fully_replicated
     sharded = NamedSharding(mesh, PartitionSpec("data"))
     needed = jax.ShapeDtypeStruct((8 * 4,), np.int32, sharding=sharded)
     compiled = make_local_gather(mesh).lower(ecgs, needed).compile()
@@ -175,3 +178,22 @@ def test_auto_placement_replicates_what_fits_a_quarter_of_a_device():
     assert choose_placement(2 * 10**9, 80 * 10**9) == "replicated"  # PTB-XL on an H100
     assert choose_placement(79 * 10**9, 80 * 10**9) == "sharded"  # MIMIC-IV-ECG
     assert choose_placement(10**6, None) == "sharded"  # memory unknown (CPU)
+
+
+@pytest.mark.parametrize("placement", ["replicated", "sharded"])
+def test_nothing_on_the_devices_has_a_minor_dimension_of_12(split, mesh, placement):
+    """TPUs pad a minor dimension of 12 to 128 lanes (10.7x the bytes): the split, the batches
+    and every array of the gather programs are lane-dense instead."""
+    loader = DeviceResidentPairLoader(split, PairLoaderConfig(batch_pairs=16), mesh, placement)
+    batch = next(loader)
+    for array in (loader.ecgs, batch["view_a"], batch["view_b"]):
+        assert array.shape[1:] == (6, 128)
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    if placement == "replicated":
+        needed = jax.ShapeDtypeStruct((8 * 4,), np.int32, sharding=sharded)
+        compiled = make_local_gather(mesh).lower(loader.ecgs, needed).compile()
+    else:
+        plan = jax.ShapeDtypeStruct((8, 8, loader.capacity), np.int32, sharding=sharded)
+        compiled = make_exchange(mesh, 2, True, True).lower(loader.ecgs, plan, plan).compile()
+    shapes = re.findall(r"\b[a-z]+\d*\[([\d,]*)\]", compiled.as_text())
+    assert shapes and not [s for s in shapes if s.split(",")[-1] == "12"]

@@ -12,6 +12,7 @@ from jax.sharding import PartitionSpec as P
 from pclr_jax.losses import LOSSES, get_loss, register
 from pclr_jax.model.encoder import EncoderConfig, PCLRModel
 from pclr_jax.runtime.distributed import make_mesh
+from pclr_jax.runtime.layout import to_lane_dense
 from pclr_jax.step.optimizers import make_optimizer
 from pclr_jax.step.train_state import create_train_state
 from pclr_jax.step.train_step import make_embed_fn, make_train_step
@@ -258,18 +259,22 @@ def _equations(jaxpr):
                 yield from _equations(inner)
 
 
-def test_float16_views_are_cast_inside_the_step_and_train_it_exactly(setup):
-    """The feeds send float16 views (as stored); the compiled step takes them as f16 parameters
-    and converts them itself, with the same result as float32 views, bit for bit."""
+def test_float16_lane_dense_views_are_cast_inside_the_step_and_train_it_exactly(setup):
+    """The feeds send float16 views (as stored), lane-dense (each 256 x 12 ECG as 24 x 128);
+    the compiled step takes them as f16 parameters of that shape and converts and reshapes them
+    itself, with the same result as float32 (G, samples, leads) views, bit for bit."""
     mesh = make_mesh(jax.devices()[:4])
     step = make_train_step(TINY, "ntxent", LOSS_HPARAMS, setup["optimizer"], mesh)
-    half = {k: v.astype(np.float16) if k != "patient_id" else v for k, v in _batch(3).items()}
-    full = {k: v.astype(np.float32) if k != "patient_id" else v for k, v in half.items()}
+    full = _batch(3)
+    half = dict(full, view_a=to_lane_dense(full["view_a"]), view_b=to_lane_dense(full["view_b"]))
+    half = {k: v.astype(np.float16) if k != "patient_id" else v for k, v in half.items()}
+    full.update(view_a=full["view_a"].astype(np.float16).astype(np.float32))
+    full.update(view_b=full["view_b"].astype(np.float16).astype(np.float32))
+    assert half["view_a"].shape == (PAIRS, 24, 128)
     half, full = _sharded(half, mesh), _sharded(full, mesh)
 
     lowered = step.lower(_fresh_state(setup, mesh), half)
-    view_shape = ",".join(str(n) for n in (PAIRS // 4, TINY.n_samples, TINY.n_leads))
-    assert lowered.compile().as_text().count(f"f16[{view_shape}]") >= 2  # both views, per device
+    assert lowered.compile().as_text().count(f"f16[{PAIRS // 4},24,128]") >= 2  # per device
     jaxpr = jax.make_jaxpr(step)(_fresh_state(setup, mesh), half).jaxpr
     casts = [
         eqn

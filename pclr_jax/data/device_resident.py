@@ -4,8 +4,8 @@ For splits that fit in the mesh's memory (PTB-XL: 21,837 x 4,096 x 12 float16 = 
 about 80 GB, 10 GB per GPU of an 8-GPU node), this replaces the host loader's per-step reading,
 decoding and host-to-device copy, which a fast accelerator outruns (``docs/scaling.md``).
 
-The split lies on the devices in its stored float16, in one of two placements
-(:func:`load_split_to_devices`):
+The split lies on the devices in its stored float16, each ECG lane-dense
+(:mod:`pclr_jax.runtime.layout`), in one of two placements (:func:`load_split_to_devices`):
 
 * ``'replicated'``: every device holds the whole split and gathers its own slots of each batch
   from it: no communication at all. Chosen by ``'auto'`` when the split takes at most
@@ -26,7 +26,8 @@ The split lies on the devices in its stored float16, in one of two placements
 literally: the same :class:`pclr_jax.data.pairing.PairSchedule` gives each batch's index rows
 (``O(batch)`` integer work per step on the host, a few kB sent), so the batches are bit for bit
 those of :func:`pclr_jax.data.loader.make_pair_loader` without augmentation (a selection: no
-arithmetic touches the values). The views stay float16; the training step casts them. The state is
+arithmetic touches the values). The views stay float16 and lane-dense; the training step casts
+and reshapes them. The state is
 the next batch number, ``{"next_index": j}`` as JSON bytes: the same content as the grain loader's
 state, so a checkpoint resumes in either mode.
 
@@ -54,6 +55,7 @@ from jax.sharding import PartitionSpec as P
 from pclr_jax.data.loader import PairLoaderConfig, RecordReader
 from pclr_jax.data.pairing import PairSchedule, build_patient_table
 from pclr_jax.runtime.distributed import DATA_AXIS
+from pclr_jax.runtime.layout import lane_dense_shape
 from pclr_jax.runtime.storage import flags_of_all_processes
 
 log = logging.getLogger(__name__)
@@ -85,10 +87,11 @@ def device_memory_bytes(mesh: Mesh) -> int | None:
 def load_split_to_devices(
     prepared: Any, mesh: Mesh, placement: str = "sharded", dtype: Any = np.float16
 ) -> jax.Array:
-    """Every ECG of a prepared split on the mesh: ``(rows, samples, leads)`` in ``dtype``.
+    """Every ECG of a prepared split on the mesh, lane-dense: ``(rows, *lane_dense_shape(samples,
+    leads))`` in ``dtype``.
 
     Row ``i < N`` is ``prepared.source[i]['ecg']`` (checked against the index as the host loader
-    checks it). ``'replicated'``: ``N`` rows on every device (each process reads the
+    checks it), reshaped. ``'replicated'``: ``N`` rows on every device (each process reads the
     whole split once). ``'sharded'``: ``P('data')``, rows padded with zeros to a multiple of the
     mesh size, each device holding ``rows / devices`` consecutive ones; each process reads only
     the rows of its addressable devices.
@@ -97,9 +100,11 @@ def load_split_to_devices(
         raise ValueError(f"placement={placement!r}: expected 'replicated' or 'sharded'")
     reader = RecordReader(prepared)
     n_records = len(reader.record_ids)
+    dense = lane_dense_shape(*reader.shape)
     if placement == "replicated":
         host = np.empty((n_records, *reader.shape), dtype)
         reader.read(np.arange(n_records), host)
+        host = host.reshape(n_records, *dense)
         sharding = NamedSharding(mesh, P())
         return jax.make_array_from_callback(host.shape, sharding, host.__getitem__)
     n_padded = math.ceil(n_records / mesh.size) * mesh.size
@@ -109,10 +114,10 @@ def load_split_to_devices(
         out = np.zeros((stop - start, *reader.shape), dtype)
         rows = np.arange(start, min(stop, n_records))
         reader.read(rows, out[: len(rows)])
-        return out
+        return out.reshape(stop - start, *dense)
 
     sharding = NamedSharding(mesh, P(DATA_AXIS))
-    return jax.make_array_from_callback((n_padded, *reader.shape), sharding, read_shard)
+    return jax.make_array_from_callback((n_padded, *dense), sharding, read_shard)
 
 
 def requests(rows_a: np.ndarray, rows_b: np.ndarray, devices: int) -> np.ndarray:
@@ -158,7 +163,7 @@ def exchange_rounds(
 def make_local_gather(mesh: Mesh):
     """Jitted ``(ecgs, needed) -> (view_a, view_b)`` for a replicated split: each device takes
     its own ``2 b`` rows, no communication. ``needed``: ``(devices * 2 b,)`` int32 sharded
-    ``P('data')`` (:func:`requests`, flattened); views ``(G, samples, leads)`` sharded
+    ``P('data')`` (:func:`requests`, flattened); views ``(G, *lane_dense_shape)`` sharded
     ``P('data')``."""
 
     def gather(ecgs: jax.Array, needed: jax.Array):
@@ -218,9 +223,10 @@ def _global_array(values: np.ndarray, sharding: NamedSharding) -> jax.Array:
 class DeviceResidentPairLoader(Iterator[dict[str, jax.Array]]):
     """Global batches of patient pairs gathered from a device-resident split.
 
-    Yields ``view_a``, ``view_b`` ``(G, samples, leads)`` float16 mV and ``patient_id`` ``(G,)``
-    int32, sharded ``P('data')`` on ``mesh``: for the same split and ``config``, the global batch
-    :func:`pclr_jax.data.loader.make_pair_loader` yields (all processes' slices concatenated).
+    Yields ``view_a``, ``view_b`` ``(G, *lane_dense_shape(samples, leads))`` float16 mV and
+    ``patient_id`` ``(G,)`` int32, sharded ``P('data')`` on ``mesh``: for the same split and
+    ``config``, the global batch :func:`pclr_jax.data.loader.make_pair_loader` yields (all
+    processes' slices concatenated), as :func:`pclr_jax.data.loader.to_global_batch` lays it out.
 
     Args:
         prepared: a prepared split (``.source``, ``.index``), see :mod:`pclr_jax.data.loader`.

@@ -42,6 +42,7 @@ from pclr_jax.data.pairing import (
     build_patient_table,
     host_positions,
 )
+from pclr_jax.runtime.layout import to_lane_dense
 
 log = logging.getLogger(__name__)
 
@@ -285,13 +286,18 @@ def make_pair_loader(
 def to_global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Places each host's numeric arrays as one global batch sharded ``P('data')`` on ``mesh``.
 
-    Returns ``view_a``, ``view_b`` ``(G, samples, leads)`` and ``patient_id`` ``(G,)``, with ``G``
-    the global batch (the local batch times the process count); the string ids stay on the host.
+    Returns ``view_a``, ``view_b`` ``(G, *lane_dense_shape(samples, leads))`` in the loader's
+    dtype (:mod:`pclr_jax.runtime.layout`: the same bytes as ``(G, samples, leads)``, without the
+    TPU's lane padding; the training step reshapes) and ``patient_id`` ``(G,)``, with ``G`` the
+    global batch (the local batch times the process count); the string ids stay on the host.
     """
     sharding = NamedSharding(mesh, PartitionSpec("data"))
+    arrays = {key: np.asarray(local_batch[key]) for key in NUMERIC_KEYS}
+    for key in ("view_a", "view_b"):
+        arrays[key] = to_lane_dense(arrays[key])
     return {
-        key: jax.make_array_from_process_local_data(sharding, np.asarray(local_batch[key]))
-        for key in NUMERIC_KEYS
+        key: jax.make_array_from_process_local_data(sharding, value)
+        for key, value in arrays.items()
     }
 
 

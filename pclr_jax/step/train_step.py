@@ -46,6 +46,7 @@ from jax.sharding import PartitionSpec as P
 from pclr_jax.losses import get_loss
 from pclr_jax.model.encoder import EncoderConfig, PCLRModel
 from pclr_jax.runtime.distributed import DATA_AXIS
+from pclr_jax.runtime.layout import to_lane_dense
 from pclr_jax.step import gradcache
 from pclr_jax.step.optimizers import current_learning_rate
 from pclr_jax.step.train_state import TrainState, replicated
@@ -119,16 +120,17 @@ def make_train_step(
       grad_cache_microbatch: None for the direct step; otherwise pairs per micro-batch per device
         for gradient caching (must divide the per-device batch; see ``pclr_jax.step.gradcache``).
 
-    The returned ``step(state, batch, control=None)`` takes ``batch = {'view_a': (G, samples,
-    leads) mV, 'view_b': (G, samples, leads), 'patient_id': (G,) int32}`` sharded ``P('data')``
-    (G global pairs, divisible by the device count; other array-valued keys are ignored). The
-    views may be float16 (as stored and as the feeds send them: half the bytes of float32) or
-    float32; the step casts them to float32 inside its compiled program, exactly. (The batch is
-    not donated: no output has its shape, so JAX would drop the donation with a warning; the
-    loop keeps no reference to a batch, so its memory returns when the step has run.) It returns
-    global, replicated float32 scalar metrics: ``loss``, the loss's own metrics (e.g.
-    ``contrastive_accuracy``), ``learning_rate`` (used by this update) and ``grad_norm`` (global
-    norm before clipping).
+    The returned ``step(state, batch, control=None)`` takes ``batch = {'view_a': (G, samples, leads)
+    mV, 'view_b': (G, samples, leads), 'patient_id': (G,) int32}`` sharded ``P('data')`` (G global
+    pairs, divisible by the device count; other array-valued keys are ignored). A view may hold each
+    ECG's ``samples x leads`` values in any shape, e.g. lane-dense ``(G, samples x leads / 128,
+    128)`` as the feeds send them (:mod:`pclr_jax.runtime.layout`); the step reshapes. The views may
+    be float16 (as stored and as the feeds send them: half the bytes of float32) or float32; the
+    step casts them to float32 inside its compiled program, exactly. (The batch is not donated: no
+    output has its shape, so JAX would drop the donation with a warning; the loop keeps no reference
+    to a batch, so its memory returns when the step has run.) It returns global, replicated float32
+    scalar metrics: ``loss``, the loss's own metrics (e.g. ``contrastive_accuracy``),
+    ``learning_rate`` (used by this update) and ``grad_norm`` (global norm before clipping).
 
     ``control`` (the training loop's; optional) is ``{'signals': (devices,) int32 sharded
     P('data'), the signal number each device's process received (0: none), 'nonfinite_step': ()
@@ -185,8 +187,10 @@ def make_train_step(
     )
 
     def as_ecgs(view: jax.Array) -> jax.Array:
-        """A device's views as the model's input: float32 (exact from float16, as stored)."""
-        return view.astype(jnp.float32)
+        """A device's views as the model's input ``(b, samples, leads)`` float32 (exact from
+        float16, as stored; any layout of ``samples x leads`` values per row, e.g. lane-dense)."""
+        shape = (view.shape[0], model_config.n_samples, model_config.n_leads)
+        return view.reshape(shape).astype(jnp.float32)
 
     def per_device(
         state: TrainState, batch: Batch, control: Control | None
@@ -283,22 +287,26 @@ def make_local_embed_fn(
 
     ``local_ecgs``: THIS process's ``B / processes`` consecutive ECGs of the global batch (the
     processes' shares in process order make it up), ``(rows, samples, leads)`` mV in float16 (as
-    stored; cast on the devices) or float32; ``B`` must divide over the mesh. Nothing is read
-    back: :func:`pclr_jax.training.periodic_eval.embed_split` gathers a whole split's embeddings
-    once. ``variables`` as for :func:`make_embed_fn`.
+    stored; cast on the devices) or float32, sent lane-dense (:mod:`pclr_jax.runtime.layout`); ``B``
+    must divide over the mesh. Nothing is read back:
+    :func:`pclr_jax.training.periodic_eval.embed_split` gathers a whole split's embeddings once.
+    ``variables`` as for :func:`make_embed_fn`.
     """
     model = PCLRModel(model_config)
     batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
+    shape = (model_config.n_samples, model_config.n_leads)
     apply = jax.jit(
         lambda variables, ecgs: model.apply(
-            variables, ecgs.astype(jnp.float32), method=PCLRModel.embed
+            variables,
+            ecgs.reshape(ecgs.shape[0], *shape).astype(jnp.float32),
+            method=PCLRModel.embed,
         ),
         out_shardings=batch_sharding,
     )
 
     def embed(variables: dict, local_ecgs: np.ndarray) -> jax.Array:
         variables = jax.tree.map(lambda x: _on_mesh(x, replicated(mesh)), variables)
-        ecgs = jax.make_array_from_process_local_data(batch_sharding, np.asarray(local_ecgs))
-        return apply(variables, ecgs)
+        dense = to_lane_dense(np.asarray(local_ecgs))
+        return apply(variables, jax.make_array_from_process_local_data(batch_sharding, dense))
 
     return embed
