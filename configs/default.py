@@ -73,7 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.loader = ml_collections.ConfigDict()
     c.loader.single_ecg_patients = "exclude"
-    c.loader.worker_count = 0  # grain worker processes (0: read in the main process)
+    # grain worker processes: 0 reads in the training process; -1 by the rule of
+    # pclr_jax/training/feed_choice.py (0 on CPUs, one per core beyond 2 on GPUs and TPUs).
+    c.loader.worker_count = -1
     c.loader.read_threads = 2  # grain threads reading batches ahead, per process
     c.loader.prefetch_batches = 2  # host batches grain buffers ahead, per process
     # Global batches placed on the devices ahead of the step, in views_dtype (float16: as stored,
@@ -82,7 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.loader.views_dtype = "float16"
     # "host": the grain loader; "device_resident": the training split held in accelerator memory,
     # pairs gathered there (no augmentations). docs/scaling.md, "Feeding the accelerators".
-    c.loader.mode = "host"
+    # "auto": device-resident on a GPU/TPU where the split fits, else host
+    # (pclr_jax/training/feed_choice.py).
+    c.loader.mode = "auto"
     # Device-resident split: "replicated" (each device gathers its own rows, no communication),
     # "sharded" (rows exchanged in (owner, destination) buckets, O(local batch) per device) or
     # "auto" (replicated when the split takes at most a quarter of a device's memory).

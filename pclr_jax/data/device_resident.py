@@ -73,6 +73,11 @@ def choose_placement(split_bytes: int, device_bytes: int | None) -> str:
     return "sharded"
 
 
+def split_bytes(prepared: Any) -> int:
+    """The split's ECGs in float16 (as stored and held on the devices), bytes."""
+    return 2 * len(prepared.index) * int(np.prod(np.shape(prepared.source[0]["ecg"])))
+
+
 def default_capacity(local_pairs: int, devices: int) -> int:
     """Rows per (owner, destination) bucket and round: twice the mean, ``ceil(4 b / devices)``."""
     return max(1, math.ceil(4 * local_pairs / devices))
@@ -263,9 +268,8 @@ class DeviceResidentPairLoader(Iterator[dict[str, jax.Array]]):
         else:
             self._num_batches = config.num_epochs * table.n_pairable // config.batch_pairs
         if placement == "auto":
-            values = int(np.prod(np.shape(prepared.source[0]["ecg"])))
-            split_bytes = 2 * values * len(prepared.index)  # float16
-            fits = choose_placement(split_bytes, device_memory_bytes(mesh)) == "replicated"
+            fits = choose_placement(split_bytes(prepared), device_memory_bytes(mesh))
+            fits = fits == "replicated"
             placement = "replicated" if flags_of_all_processes(fits).all() else "sharded"
         self.placement = placement
         self._mesh = mesh
