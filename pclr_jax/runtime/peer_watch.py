@@ -90,8 +90,9 @@ class PeerWatch:
         self._thread.start()
 
     def stop(self) -> None:
+        """Ends the watch (a heartbeat call in flight is waited for, a few seconds at most)."""
         self._stop.set()
-        self._thread.join()
+        self._thread.join(timeout=self.interval_s + 10)
 
     def _run(self) -> None:
         client, me, count = _client(), jax.process_index(), jax.process_count()
