@@ -73,7 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.loader = ml_collections.ConfigDict()
     c.loader.single_ecg_patients = "exclude"
-    c.loader.worker_count = 0  # grain worker processes (0: read in the main process)
+    # grain worker processes: 0 reads in the training process; -1 by the rule of
+    # pclr_jax/training/feed_choice.py (0 on CPUs, one per core beyond 2 on GPUs and TPUs).
+    c.loader.worker_count = -1
     c.loader.read_threads = 2  # grain threads reading batches ahead, per process
     c.loader.prefetch_batches = 2  # host batches grain buffers ahead, per process
     # Global batches placed on the devices ahead of the step, in views_dtype (float16: as stored,
@@ -82,18 +84,31 @@ def get_config() -> ml_collections.ConfigDict:
     c.loader.views_dtype = "float16"
     # "host": the grain loader; "device_resident": the training split held in accelerator memory,
     # pairs gathered there (no augmentations). docs/scaling.md, "Feeding the accelerators".
-    c.loader.mode = "host"
+    # "auto": device-resident on a GPU/TPU where the split fits, else host
+    # (pclr_jax/training/feed_choice.py).
+    c.loader.mode = "auto"
+    # Device-resident split: "replicated" (each device gathers its own rows, no communication),
+    # "sharded" (rows exchanged in (owner, destination) buckets, O(local batch) per device) or
+    # "auto" (replicated when the split takes at most a quarter of a device's memory).
+    c.loader.device_resident_placement = "auto"
     c.loader.augment = ml_collections.ConfigDict()  # empty: no augmentation (PCLR's default)
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 60
     c.checkpoint.keep = 2
     c.checkpoint.keep_best = True
-    # With several processes, SIGTERM/SIGINT stop the run at the next step that is a multiple of
-    # this (all processes exchange their signals there; one process checks every step).
-    c.checkpoint.stop_check_every_steps = 10
 
+    # Metrics, the agreed stop signal (SIGTERM/SIGINT) and the non-finite-loss check are read back
+    # from the devices every log_every_steps steps and at checkpoints, never in between; a signal
+    # stops the run at the next such read.
     c.log_every_steps = 10
+
+    c.distributed = ml_collections.ConfigDict()
+    # When a process of a multi-host job dies, the others stop after this many seconds without
+    # its heartbeat, print one line (the lost process, the last complete checkpoint, how to
+    # resume) and exit with status 75 (EX_TEMPFAIL) for a launcher to restart on.
+    c.distributed.lost_process_timeout_s = 60.0
+
     c.eval = ml_collections.ConfigDict()
     c.eval.every_steps = 120
     c.eval.batch_size = 256

@@ -23,7 +23,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.warmup_steps = 2
     c.checkpoint.every_steps = 3
     c.checkpoint.keep = 2
-    c.checkpoint.stop_check_every_steps = 2
     c.log_every_steps = 1
     c.eval.every_steps = 6
     c.eval.batch_size = 32

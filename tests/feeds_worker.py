@@ -14,9 +14,9 @@ def main() -> None:
     import jax
     from test_loader import make_split
 
-    from pclr_jax.data.device_prefetch import DevicePrefetcher, to_device_batch
+    from pclr_jax.data.device_prefetch import DevicePrefetcher
     from pclr_jax.data.device_resident import DeviceResidentPairLoader
-    from pclr_jax.data.loader import PairLoaderConfig, make_pair_loader
+    from pclr_jax.data.loader import PairLoaderConfig, make_pair_loader, to_global_batch
 
     split = make_split([2, 3, 4, 1, 2, 5, 1, 2, 3, 2] * 4 + [2, 3, 2, 4, 2], duplicated={0, 3})
     mesh = make_mesh()
@@ -26,7 +26,7 @@ def main() -> None:
     local = make_pair_loader(split, half, jax.process_index(), jax.process_count())
     feeds = [
         DeviceResidentPairLoader(split, config, mesh),
-        DevicePrefetcher(local, lambda batch: to_device_batch(batch, mesh)),
+        DevicePrefetcher(local, lambda batch: to_global_batch(batch, mesh)),
     ]
     for _ in range(6):  # 96 pairs: epoch boundaries inside batches
         expected = next(single_host)
@@ -34,6 +34,7 @@ def main() -> None:
             batch = next(feed)
             for key in ("view_a", "view_b", "patient_id"):
                 gathered = multihost_utils.process_allgather(batch[key], tiled=True)
+                gathered = np.asarray(gathered).reshape(expected[key].shape)  # lane-dense views
                 np.testing.assert_array_equal(gathered, expected[key], err_msg=key)
     for feed in feeds:
         assert feed.get_state() == b'{"next_index": 6}'

@@ -1,15 +1,25 @@
-"""Device-resident pairs: the split on the mesh, pairs gathered there, against the host loader
-(``pairing.py`` + grain) and against PCLR's pairing rules checked from the gathered ECGs."""
+"""Device-resident pairs: the split on the mesh (replicated or sharded), pairs gathered there,
+against the host loader (``pairing.py`` + grain) and against PCLR's pairing rules checked from
+the gathered ECGs; the sharded exchange's bytes per device, read from the compiled program."""
 
 import json
+import re
 
 import jax
 import numpy as np
 import pytest
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from test_loader import make_split
 
-from pclr_jax.data.device_resident import DeviceResidentPairLoader, load_split_to_devices
+from pclr_jax.benchmarking.communication import collective_bytes
+from pclr_jax.data.device_resident import (
+    DeviceResidentPairLoader,
+    choose_placement,
+    default_capacity,
+    load_split_to_devices,
+    make_exchange,
+    make_local_gather,
+)
 from pclr_jax.data.loader import PairLoaderConfig, make_pair_loader
 
 
@@ -36,24 +46,31 @@ def row_of(split):
 
 def test_split_is_sharded_by_rows_and_padded_with_zeros(split, mesh):
     ecgs = load_split_to_devices(split, mesh)
-    assert ecgs.shape == (120, 64, 12) and ecgs.dtype == np.float16  # 119 padded to 8 x 15
+    # 119 padded to 8 x 15; each 64 x 12 ECG lane-dense as 6 x 128 (pclr_jax.runtime.layout)
+    assert ecgs.shape == (120, 6, 128) and ecgs.dtype == np.float16
     assert ecgs.sharding.spec == PartitionSpec("data")
     shard = ecgs.addressable_shards[3]
     assert shard.index[0] == slice(45, 60)
-    np.testing.assert_array_equal(shard.data[0], split.source[45]["ecg"])
+    np.testing.assert_array_equal(shard.data[0].reshape(64, 12), split.source[45]["ecg"])
     np.testing.assert_array_equal(np.asarray(ecgs[119]), 0)
 
 
-def test_batches_equal_the_host_loaders_across_epochs(split, mesh):
+@pytest.mark.parametrize(
+    "placement, capacity",
+    [("replicated", None), ("sharded", None), ("sharded", 1)],  # capacity 1: several rounds
+)
+def test_batches_equal_the_host_loaders_across_epochs(split, mesh, placement, capacity):
     config = PairLoaderConfig(batch_pairs=16, seed=3)
     host = make_pair_loader(split, config, 0, 1)
-    device = DeviceResidentPairLoader(split, config, mesh)
+    device = DeviceResidentPairLoader(split, config, mesh, placement, capacity)
+    assert device.placement == placement
     for _ in range(12):  # 192 pairs: five epochs of 37, every boundary inside a batch
         expected, batch = next(host), next(device)
         for key in ("view_a", "view_b", "patient_id"):
             assert batch[key].sharding.spec == PartitionSpec("data")
-            np.testing.assert_array_equal(np.asarray(batch[key]), expected[key], err_msg=key)
-        assert batch["view_a"].dtype == np.float32
+            got = np.asarray(batch[key]).reshape(expected[key].shape)
+            np.testing.assert_array_equal(got, expected[key], err_msg=key)
+        assert batch["view_a"].dtype == np.float16  # as stored: the step casts
 
 
 def test_pairing_rules_hold_for_the_gathered_ecgs(split, mesh):
@@ -122,3 +139,61 @@ def test_finite_epochs_and_refused_settings(split, mesh):
         )
     with pytest.raises(ValueError, match="must divide over 8"):
         DeviceResidentPairLoader(split, PairLoaderConfig(batch_pairs=12), mesh)
+
+
+def _exchanged_bytes(devices: int, local_pairs: int) -> int:
+    """All-to-all bytes per device of one round of the sharded exchange, compiled for
+    ``devices`` devices, ``local_pairs`` pairs per device and the default bucket capacity."""
+    mesh = Mesh(np.array(jax.devices()[:devices]), ("data",))
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    capacity = default_capacity(local_pairs, devices)
+    ecgs = jax.ShapeDtypeStruct((devices * 100, 6, 128), np.float16, sharding=sharded)
+    plan = jax.ShapeDtypeStruct((devices, devices, capacity), np.int32, sharding=sharded)
+    compiled = make_exchange(mesh, local_pairs, True, True).lower(ecgs, plan, plan).compile()
+    measured = collective_bytes(compiled)
+    assert {k for k, v in measured.items() if v["count"]} == {"all-to-all"}
+    return measured["all-to-all"]["operand_bytes"]
+
+
+def test_sharded_exchange_bytes_grow_with_the_local_batch_not_the_global_one():
+    """One round sends ``devices x capacity`` rows per device, i.e. ``4 b`` rows of 64 x 12
+    float16 for ``b`` local pairs at 2 and at 8 devices (the global batch 4 times larger). The
+    first version sent both views' ``G`` rows: ``2 b x devices``, 4 times more at 8 devices."""
+    row = 64 * 12 * 2
+    for local_pairs in (2, 4, 8):
+        for devices in (2, 8):
+            assert _exchanged_bytes(devices, local_pairs) == 4 * local_pairs * row
+
+
+def test_a_replicated_split_is_gathered_without_communication(split, mesh):
+    ecgs = load_split_to_devices(split, mesh, "replicated")
+    assert ecgs.shape == (119, 6, 128) and ecgs.sharding.is_fully_replicated
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    needed = jax.ShapeDtypeStruct((8 * 4,), np.int32, sharding=sharded)
+    compiled = make_local_gather(mesh).lower(ecgs, needed).compile()
+    assert all(entry["count"] == 0 for entry in collective_bytes(compiled).values())
+
+
+def test_auto_placement_replicates_what_fits_a_quarter_of_a_device():
+    assert choose_placement(2 * 10**9, 80 * 10**9) == "replicated"  # PTB-XL on an H100
+    assert choose_placement(79 * 10**9, 80 * 10**9) == "sharded"  # MIMIC-IV-ECG
+    assert choose_placement(10**6, None) == "sharded"  # memory unknown (CPU)
+
+
+@pytest.mark.parametrize("placement", ["replicated", "sharded"])
+def test_nothing_on_the_devices_has_a_minor_dimension_of_12(split, mesh, placement):
+    """TPUs pad a minor dimension of 12 to 128 lanes (10.7x the bytes): the split, the batches
+    and every array of the gather programs are lane-dense instead."""
+    loader = DeviceResidentPairLoader(split, PairLoaderConfig(batch_pairs=16), mesh, placement)
+    batch = next(loader)
+    for array in (loader.ecgs, batch["view_a"], batch["view_b"]):
+        assert array.shape[1:] == (6, 128)
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    if placement == "replicated":
+        needed = jax.ShapeDtypeStruct((8 * 4,), np.int32, sharding=sharded)
+        compiled = make_local_gather(mesh).lower(loader.ecgs, needed).compile()
+    else:
+        plan = jax.ShapeDtypeStruct((8, 8, loader.capacity), np.int32, sharding=sharded)
+        compiled = make_exchange(mesh, 2, True, True).lower(loader.ecgs, plan, plan).compile()
+    shapes = re.findall(r"\b[a-z]+\d*\[([\d,]*)\]", compiled.as_text())
+    assert shapes and not [s for s in shapes if s.split(",")[-1] == "12"]

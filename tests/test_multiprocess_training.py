@@ -29,7 +29,6 @@ RUN = (
     f"--config.total_steps={STEPS}",
     f"--config.eval.every_steps={STEPS}",
     "--config.checkpoint.every_steps=3",
-    "--config.checkpoint.stop_check_every_steps=2",
     # One residual unit instead of the smoke model's four: what these tests check does not
     # depend on the depth, and every process of every job compiles the model (init, step,
     # evaluation), about half the cost of compiling four units.
@@ -86,9 +85,10 @@ def _stop_steps(output: str) -> list[int]:
 def test_sigterm_to_one_process_stops_both_and_sigkill_of_all_resumes_exactly(
     tmp_path, tiny_synthetic_data_dir, reference_run
 ):
-    """One workdir through three jobs: SIGTERM to process 1 stops both processes at one checked
-    step with a checkpoint; the resumed job is SIGKILLed (all processes) after a periodic
-    checkpoint; the restarted job finishes. Every logged loss equals the uninterrupted run's."""
+    """One workdir through three jobs: SIGTERM to process 1 stops both processes at one step
+    (agreed inside the training step, read at the next metrics fetch) with a checkpoint; the
+    resumed job is SIGKILLed (all processes) after a periodic checkpoint; the restarted job
+    finishes. Every logged loss equals the uninterrupted run's."""
     command = train_command(tmp_path, tiny_synthetic_data_dir, *RUN)
     procs = start_job(command, REPO)
     try:
@@ -100,7 +100,7 @@ def test_sigterm_to_one_process_stops_both_and_sigkill_of_all_resumes_exactly(
     stops = [_stop_steps(output) for output in outputs]
     assert len(stops[0]) == 1 and stops[0] == stops[1], outputs[0][-3000:]
     stopped_at = stops[0][0]
-    assert stopped_at % 2 == 0 and stopped_at < STEPS - 3  # a checked step, well before the end
+    assert stopped_at < STEPS - 3  # well before the end
     assert "SIGTERM" in outputs[0]  # process 0 learns which signal stopped the job
     assert checkpoint_steps(tmp_path)[-1] == stopped_at == max(losses_by_step(tmp_path))
     # Each process's loader position is in the checkpoint: the next batch after the stop.

@@ -12,6 +12,7 @@ from jax.sharding import PartitionSpec as P
 from pclr_jax.losses import LOSSES, get_loss, register
 from pclr_jax.model.encoder import EncoderConfig, PCLRModel
 from pclr_jax.runtime.distributed import make_mesh
+from pclr_jax.runtime.layout import to_lane_dense
 from pclr_jax.step.optimizers import make_optimizer
 from pclr_jax.step.train_state import create_train_state
 from pclr_jax.step.train_step import make_embed_fn, make_train_step
@@ -246,6 +247,46 @@ def test_bf16_step_keeps_float32_state_and_traces_once(setup):
     # bf16 compute gives the float32 loss to bf16 precision (8 bits of mantissa).
     np.testing.assert_allclose(losses[0], setup["metrics"]["loss"], rtol=2e-2)
     assert int(state.step) == 3
+
+
+def _equations(jaxpr):
+    """Every equation of ``jaxpr``, nested ones (jit, shard_map bodies) included."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                yield from _equations(inner)
+
+
+def test_float16_lane_dense_views_are_cast_inside_the_step_and_train_it_exactly(setup):
+    """The feeds send float16 views (as stored), lane-dense (each 256 x 12 ECG as 24 x 128);
+    the compiled step takes them as f16 parameters of that shape and converts and reshapes them
+    itself, with the same result as float32 (G, samples, leads) views, bit for bit."""
+    mesh = make_mesh(jax.devices()[:4])
+    step = make_train_step(TINY, "ntxent", LOSS_HPARAMS, setup["optimizer"], mesh)
+    full = _batch(3)
+    half = dict(full, view_a=to_lane_dense(full["view_a"]), view_b=to_lane_dense(full["view_b"]))
+    half = {k: v.astype(np.float16) if k != "patient_id" else v for k, v in half.items()}
+    full.update(view_a=full["view_a"].astype(np.float16).astype(np.float32))
+    full.update(view_b=full["view_b"].astype(np.float16).astype(np.float32))
+    assert half["view_a"].shape == (PAIRS, 24, 128)
+    half, full = _sharded(half, mesh), _sharded(full, mesh)
+
+    lowered = step.lower(_fresh_state(setup, mesh), half)
+    assert lowered.compile().as_text().count(f"f16[{PAIRS // 4},24,128]") >= 2  # per device
+    jaxpr = jax.make_jaxpr(step)(_fresh_state(setup, mesh), half).jaxpr
+    casts = [
+        eqn
+        for eqn in _equations(jaxpr)
+        if eqn.primitive.name == "convert_element_type" and eqn.invars[0].aval.dtype == np.float16
+    ]
+    assert len(casts) == 2 and all(c.params["new_dtype"] == np.float32 for c in casts)
+
+    state_half, metrics_half = step(_fresh_state(setup, mesh), half)
+    state_full, metrics_full = step(_fresh_state(setup, mesh), full)
+    assert _host(metrics_half) == _host(metrics_full)
+    jax.tree.map(np.testing.assert_array_equal, _host(state_half), _host(state_full))
 
 
 def test_embed_fn_pads_and_matches_model(setup):

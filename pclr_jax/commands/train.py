@@ -2,6 +2,10 @@
 
 Flags are absl/ml_collections flags: ``--config=configs/default.py`` (a config file),
 ``--config.FIELD=VALUE`` to override any field, ``--workdir=DIR`` for everything the run writes.
+
+Exit status: 0 when the run finished or was stopped by SIGTERM/SIGINT (a checkpoint saved); 75
+(``EX_TEMPFAIL``) when another process of a multi-host job died (restart every process with the
+same command to resume, :mod:`pclr_jax.runtime.peer_watch`); 1 on an error.
 """
 
 from __future__ import annotations

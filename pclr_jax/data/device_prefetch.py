@@ -1,10 +1,13 @@
 """Global batches placed on the devices ahead of the training step that consumes them.
 
 :class:`DevicePrefetcher` wraps a host-batch iterator (the grain pair loader): a background
-thread takes the next host batch, places it on the mesh (:func:`to_device_batch`) and queues it,
-so reading, host-to-device transfer and the cast to float32 overlap the running step instead of
-following it. The views travel in the dtype the loader emits (float16, as the ECGs are stored:
-half the bytes of float32) and are cast to float32 on the devices.
+thread takes the next host batch, places it on the mesh
+(:func:`pclr_jax.data.loader.to_global_batch`) and queues it, so reading and the host-to-device
+transfer overlap the running step instead of following it. The views stay in the dtype the loader
+emits (float16, as the ECGs are stored: half the bytes of float32) on the devices too: the
+training step casts them inside its compiled program, so no float32 copy of a batch is ever
+written (the thread used to run a separate cast program per batch, which held a float32 copy
+beside the float16 one until the step had run, and added a launch).
 
 Resumption stays exact: each queued batch carries the loader state recorded right after it was
 read, and :meth:`DevicePrefetcher.get_state` returns the state of the last batch *consumed*, not
@@ -22,35 +25,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
-
-from pclr_jax.data.loader import to_global_batch
-
-VIEW_KEYS = ("view_a", "view_b")
 
 HostBatch = Mapping[str, np.ndarray]
 DeviceBatch = dict[str, jax.Array]
-
-
-@jax.jit
-def _views_to_float32(batch: DeviceBatch) -> DeviceBatch:
-    """Casts the views to float32 where they lie (shardings are kept)."""
-    return {
-        key: value.astype(jnp.float32) if key in VIEW_KEYS else value
-        for key, value in batch.items()
-    }
-
-
-def to_device_batch(local_batch: HostBatch, mesh: Mesh) -> DeviceBatch:
-    """This host's batch as one global batch on ``mesh``, views cast to float32 on the devices.
-
-    ``view_a``, ``view_b``: ``(G, samples, leads)`` float32 mV, ``patient_id`` ``(G,)`` int32,
-    sharded ``P('data')`` (see :func:`pclr_jax.data.loader.to_global_batch`). Views arriving as
-    float16 are transferred as float16: the cast is exact and happens after the transfer.
-    """
-    return _views_to_float32(to_global_batch(local_batch, mesh))
 
 
 class _Failure:
@@ -69,7 +47,7 @@ class DevicePrefetcher(Iterator[DeviceBatch]):
     Args:
         loader: host batches with ``get_state() -> dict`` and ``set_state(dict)`` (a
             ``grain.DatasetIterator``).
-        place: host batch -> device batch, e.g. ``functools.partial(to_device_batch, mesh=m)``.
+        place: host batch -> device batch, e.g. ``functools.partial(to_global_batch, mesh=m)``.
         buffer_size: batches read and placed ahead (>= 1). Each holds one global batch in device
             memory.
 

@@ -42,6 +42,7 @@ from pclr_jax.data.pairing import (
     build_patient_table,
     host_positions,
 )
+from pclr_jax.runtime.layout import to_lane_dense
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class RecordReader:
 
     Checks that ``source[row]['record_id']`` (when present) matches the index and that the ECG
     has the split's ``(samples, leads)`` shape; a mismatch raises ``ValueError`` naming the record.
+    ``shape`` and ``dtype`` are the first record's (the split's stored dtype).
     """
 
     def __init__(self, prepared: Any):
@@ -121,7 +123,8 @@ class RecordReader:
         if len(index) == 0:
             raise ValueError("the split is empty")
         self.record_ids = index["record_id"].astype(str).to_numpy().astype(np.str_)
-        self.shape = tuple(np.shape(self.source[0]["ecg"]))
+        first = np.asarray(self.source[0]["ecg"])
+        self.shape, self.dtype = first.shape, first.dtype
         if len(self.shape) != 2:
             raise ValueError(
                 f"record {self.record_ids[0]!r}: 'ecg' has shape {self.shape}, expected "
@@ -283,57 +286,84 @@ def make_pair_loader(
 def to_global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Places each host's numeric arrays as one global batch sharded ``P('data')`` on ``mesh``.
 
-    Returns ``view_a``, ``view_b`` ``(G, samples, leads)`` and ``patient_id`` ``(G,)``, with ``G``
-    the global batch (the local batch times the process count); the string ids stay on the host.
+    Returns ``view_a``, ``view_b`` ``(G, *lane_dense_shape(samples, leads))`` in the loader's
+    dtype (:mod:`pclr_jax.runtime.layout`: the same bytes as ``(G, samples, leads)``, without the
+    TPU's lane padding; the training step reshapes) and ``patient_id`` ``(G,)``, with ``G`` the
+    global batch (the local batch times the process count); the string ids stay on the host.
     """
     sharding = NamedSharding(mesh, PartitionSpec("data"))
+    arrays = {key: np.asarray(local_batch[key]) for key in NUMERIC_KEYS}
+    for key in ("view_a", "view_b"):
+        arrays[key] = to_lane_dense(arrays[key])
     return {
-        key: jax.make_array_from_process_local_data(sharding, np.asarray(local_batch[key]))
-        for key in NUMERIC_KEYS
+        key: jax.make_array_from_process_local_data(sharding, value)
+        for key, value in arrays.items()
     }
 
 
 class EvalBatchBuilder:
-    """grain map: batch number -> a padded batch of consecutive index rows.
+    """grain map: batch number -> this process's share of a padded batch of consecutive index rows.
 
-    Output: ``ecg`` ``(batch_size, samples, leads)`` float32 mV (zeros where padded), ``mask``
-    ``(batch_size,)`` bool (True for real rows), ``row`` ``(batch_size,)`` int64 (index row, -1
-    where padded), ``record_id`` ``(batch_size,)`` str ('' where padded).
+    Global batch ``j`` covers index rows ``[j B, (j + 1) B)`` (``B = batch_size``, the last one
+    padded); process ``p`` of ``P`` takes its ``B / P`` consecutive rows, so the processes' batches
+    concatenated in process order are the global batch and every record is read by one process.
+    Output: ``ecg`` ``(B / P, samples, leads)`` in ``dtype`` (``None``: as stored), mV (zeros where
+    padded), ``mask``
+    ``(B / P,)`` bool (True for real rows), ``row`` ``(B / P,)`` int64 (index row, -1 where
+    padded), ``record_id`` ``(B / P,)`` str ('' where padded).
     """
 
-    def __init__(self, reader: RecordReader, batch_size: int):
+    def __init__(
+        self,
+        reader: RecordReader,
+        batch_size: int,
+        process_index: int = 0,
+        process_count: int = 1,
+        dtype: Any = np.float32,
+    ):
+        if batch_size % process_count:
+            raise ValueError(f"batch_size={batch_size} does not divide over {process_count}")
         self.reader = reader
         self.batch_size = batch_size
+        self.local = batch_size // process_count
+        self.offset = process_index * self.local
+        self.dtype = reader.dtype if dtype is None else dtype
 
     def __call__(self, batch_index: int) -> dict[str, np.ndarray]:
-        start = batch_index * self.batch_size
-        rows = np.arange(start, min(start + self.batch_size, len(self.reader.record_ids)))
-        ecg = np.zeros((self.batch_size, *self.reader.shape), np.float32)
+        start = batch_index * self.batch_size + self.offset
+        rows = np.arange(start, min(start + self.local, len(self.reader.record_ids)))
+        ecg = np.zeros((self.local, *self.reader.shape), self.dtype)
         self.reader.read(rows, ecg)
-        padding = self.batch_size - len(rows)
+        padding = self.local - len(rows)
         return {
             "ecg": ecg,
-            "mask": np.arange(self.batch_size) < len(rows),
+            "mask": np.arange(self.local) < len(rows),
             "row": np.pad(rows, (0, padding), constant_values=-1),
             "record_id": np.pad(self.reader.record_ids[rows], (0, padding), constant_values=""),
         }
 
 
 def iter_eval_batches(
-    prepared: Any, batch_size: int, read_threads: int = 2
+    prepared: Any,
+    batch_size: int,
+    read_threads: int = 2,
+    process_index: int = 0,
+    process_count: int = 1,
+    dtype: Any = np.float32,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Every record of a prepared split in index order, in batches (see :class:`EvalBatchBuilder`).
 
     The last batch is padded to ``batch_size``; keep ``batch['mask']`` rows. No pairing, no
-    augmentation, the same on every host.
+    augmentation. With ``process_count > 1``, this process's share of each batch only.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be positive")
     reader = RecordReader(prepared)
     num_batches = -(-len(reader.record_ids) // batch_size)
+    builder = EvalBatchBuilder(reader, batch_size, process_index, process_count, dtype)
     dataset = (
         grain.MapDataset.range(num_batches)
-        .map(EvalBatchBuilder(reader, batch_size))
+        .map(builder)
         .to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2))
     )
     return iter(dataset)

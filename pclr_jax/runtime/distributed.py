@@ -55,7 +55,7 @@ def _cluster_launcher() -> str | None:
     return None
 
 
-def maybe_initialize_distributed() -> bool:
+def maybe_initialize_distributed(tolerate_lost_processes: bool = False) -> bool:
     """Connects the processes of a multi-host job; a no-op for a single process.
 
     In order of precedence:
@@ -74,6 +74,10 @@ def maybe_initialize_distributed() -> bool:
     :func:`pclr_jax.runtime.launchers.local_device_ids`
     (e.g. all 8 GPUs of a node for one Slurm task per node, where jax alone would take one).
 
+    ``tolerate_lost_processes=True`` sets ``jax_enable_recoverability`` first: the death of a
+    process no longer aborts the others, which then need a watch and an ordered shutdown of
+    their own (:func:`pclr_jax.runtime.peer_watch.watched_job` does both).
+
     Returns:
       True when this call initialised ``jax.distributed``.
     """
@@ -82,6 +86,10 @@ def maybe_initialize_distributed() -> bool:
     device_ids = local_device_ids(os.environ)
     coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS")
     torchrun = torchrun_initialize_args(os.environ)
+    launcher = _cluster_launcher()
+    if not (coordinator or launcher or torchrun):
+        return False
+    jax.config.update("jax_enable_recoverability", tolerate_lost_processes)
     if coordinator:
         num_processes = os.environ.get("JAX_NUM_PROCESSES")
         process_id = os.environ.get("JAX_PROCESS_ID")
@@ -91,14 +99,12 @@ def maybe_initialize_distributed() -> bool:
             process_id=int(process_id) if process_id else None,
             local_device_ids=device_ids,
         )
-    elif (launcher := _cluster_launcher()) is not None:
+    elif launcher is not None:
         log.info("%s launch detected: initialising jax.distributed", launcher)
         jax.distributed.initialize(local_device_ids=device_ids)
     elif torchrun is not None:
         log.info("torchrun-style launch detected: initialising jax.distributed")
         jax.distributed.initialize(**torchrun, local_device_ids=device_ids)
-    else:
-        return False
     log.info(
         "process %d of %d; %d local and %d global devices (local GPU ids %s)",
         jax.process_index(),

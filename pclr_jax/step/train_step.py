@@ -20,6 +20,11 @@ Per device, with ``b`` local pairs of the global batch of ``G = b x devices`` pa
    running averages, so the state stays replicated; with global batch norm they already agree.
 5. Metrics (loss, the loss's metrics, learning rate, gradient norm before clipping) are global
    means, replicated.
+6. With ``control`` (the training loop's), the step also agrees on a stop: each process's
+   signal flag arrives on its devices and one ``lax.pmax`` over ``'data'`` returns the same
+   answer everywhere (``stop_signal``); and it carries ``nonfinite_step``, the first step whose
+   loss was not finite, from step to step on the devices. The host reads both only when it
+   fetches metrics (``pclr_jax.training.step_metrics``), so no step waits for the host.
 
 Dropout keys: the state's key, folded with the step and then with the device index (and, with
 gradient caching, the micro-batch index).
@@ -41,14 +46,19 @@ from jax.sharding import PartitionSpec as P
 from pclr_jax.losses import get_loss
 from pclr_jax.model.encoder import EncoderConfig, PCLRModel
 from pclr_jax.runtime.distributed import DATA_AXIS
+from pclr_jax.runtime.layout import to_lane_dense
 from pclr_jax.step import gradcache
 from pclr_jax.step.optimizers import current_learning_rate
 from pclr_jax.step.train_state import TrainState, replicated
 
 BATCH_KEYS = ("view_a", "view_b", "patient_id")
+# Stop codes: (devices - device index) * STOP_CODE_BASE + signal number, so that the largest code
+# names the lowest-numbered device (hence process) holding a signal. Signal numbers are < 128.
+STOP_CODE_BASE = 128
 
 Batch = Mapping[str, jax.Array]
-TrainStep = Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]
+Control = Mapping[str, jax.Array]
+TrainStep = Callable[..., tuple[TrainState, dict[str, jax.Array]]]
 
 
 def make_forward(model: PCLRModel) -> gradcache.Forward:
@@ -70,6 +80,21 @@ def make_forward(model: PCLRModel) -> gradcache.Forward:
         return projection.astype(jnp.float32), updates["batch_stats"]
 
     return forward
+
+
+def agree_on_stop(signals: jax.Array) -> jax.Array:
+    """The stop signal every device agrees on, inside ``shard_map`` over ``'data'``.
+
+    ``signals``: this device's ``(1,)`` int32 slice of the per-device flags (the signal number
+    its process received, 0 for none). Returns a replicated int32 scalar: the signal of the
+    lowest-numbered device holding one (so the lowest-numbered process's), 0 when none did. One
+    ``lax.pmax`` of one int32 per device.
+    """
+    devices = lax.axis_size(DATA_AXIS)
+    code = jnp.where(
+        signals[0] > 0, (devices - lax.axis_index(DATA_AXIS)) * STOP_CODE_BASE + signals[0], 0
+    )
+    return lax.pmax(code, DATA_AXIS) % STOP_CODE_BASE
 
 
 def make_train_step(
@@ -95,12 +120,23 @@ def make_train_step(
       grad_cache_microbatch: None for the direct step; otherwise pairs per micro-batch per device
         for gradient caching (must divide the per-device batch; see ``pclr_jax.step.gradcache``).
 
-    The returned ``step`` takes ``batch = {'view_a': (G, samples, leads) float32 mV, 'view_b':
-    (G, samples, leads), 'patient_id': (G,) int32}`` sharded ``P('data')`` (G global pairs,
-    divisible by the device count; other array-valued keys are ignored) and returns global,
-    replicated float32 scalar metrics: ``loss``, the loss's own metrics (e.g.
-    ``contrastive_accuracy``), ``learning_rate`` (used by this update) and ``grad_norm`` (global
-    norm before clipping).
+    The returned ``step(state, batch, control=None)`` takes ``batch = {'view_a': (G, samples, leads)
+    mV, 'view_b': (G, samples, leads), 'patient_id': (G,) int32}`` sharded ``P('data')`` (G global
+    pairs, divisible by the device count; other array-valued keys are ignored). A view may hold each
+    ECG's ``samples x leads`` values in any shape, e.g. lane-dense ``(G, samples x leads / 128,
+    128)`` as the feeds send them (:mod:`pclr_jax.runtime.layout`); the step reshapes. The views may
+    be float16 (as stored and as the feeds send them: half the bytes of float32) or float32; the
+    step casts them to float32 inside its compiled program, exactly. (The batch is not donated: no
+    output has its shape, so JAX would drop the donation with a warning; the loop keeps no reference
+    to a batch, so its memory returns when the step has run.) It returns global, replicated float32
+    scalar metrics: ``loss``, the loss's own metrics (e.g. ``contrastive_accuracy``),
+    ``learning_rate`` (used by this update) and ``grad_norm`` (global norm before clipping).
+
+    ``control`` (the training loop's; optional) is ``{'signals': (devices,) int32 sharded
+    P('data'), the signal number each device's process received (0: none), 'nonfinite_step': ()
+    int32 replicated, the first step whose loss was not finite (0: none so far)}``; with it the
+    metrics also hold int32 ``stop_signal`` (:func:`agree_on_stop`) and ``nonfinite_step`` (the
+    input's, or this step's number ``state.step + 1`` if it is the first non-finite loss).
 
     Raises:
       ValueError: ``model_config.dtype == 'float16'``: training in float16 needs loss scaling,
@@ -150,14 +186,22 @@ def make_train_step(
         direct_value_and_grad if grad_cache_microbatch is None else cached_value_and_grad
     )
 
-    def per_device(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    def as_ecgs(view: jax.Array) -> jax.Array:
+        """A device's views as the model's input ``(b, samples, leads)`` float32 (exact from
+        float16, as stored; any layout of ``samples x leads`` values per row, e.g. lane-dense)."""
+        shape = (view.shape[0], model_config.n_samples, model_config.n_leads)
+        return view.reshape(shape).astype(jnp.float32)
+
+    def per_device(
+        state: TrainState, batch: Batch, control: Control | None
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
         step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         device_key = jax.random.fold_in(step_key, lax.axis_index(DATA_AXIS))
         (value, loss_metrics), grads, batch_stats = value_and_grad(
             state.params,
             state.batch_stats,
-            batch["view_a"],
-            batch["view_b"],
+            as_ecgs(batch["view_a"]),
+            as_ecgs(batch["view_b"]),
             batch["patient_id"],
             device_key,
         )
@@ -175,14 +219,26 @@ def make_train_step(
             "learning_rate": current_learning_rate(opt_state),
             "grad_norm": optax.tree.norm(grads),
         }
+        if control is not None:
+            first_bad = jnp.where(jnp.isfinite(value), 0, new_state.step).astype(jnp.int32)
+            previous = control["nonfinite_step"]
+            metrics["nonfinite_step"] = jnp.where(previous > 0, previous, first_bad)
+            metrics["stop_signal"] = agree_on_stop(control["signals"])
         return new_state, metrics
 
-    sharded = jax.shard_map(
-        per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P())
-    )
-
-    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
-        return sharded(state, {key: batch[key] for key in BATCH_KEYS})
+    def step(
+        state: TrainState, batch: Batch, control: Control | None = None
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        control_specs = None
+        if control is not None:
+            control_specs = {"signals": P(DATA_AXIS), "nonfinite_step": P()}
+        sharded = jax.shard_map(
+            per_device,
+            mesh=mesh,
+            in_specs=(P(), P(DATA_AXIS), control_specs),
+            out_specs=(P(), P()),
+        )
+        return sharded(state, {key: batch[key] for key in BATCH_KEYS}, control)
 
     return jax.jit(step, donate_argnums=0)
 
@@ -219,5 +275,38 @@ def make_embed_fn(
         padded = np.pad(ecgs, [(0, -n % mesh.size), (0, 0), (0, 0)])
         variables = jax.tree.map(lambda x: _on_mesh(x, replicated(mesh)), variables)
         return np.asarray(apply(variables, _on_mesh(padded, batch_sharding)))[:n]
+
+    return embed
+
+
+def make_local_embed_fn(
+    model_config: EncoderConfig, mesh: Mesh
+) -> Callable[[dict, np.ndarray], jax.Array]:
+    """``embed(variables, local_ecgs) -> (B, embed_dim)`` float32 embeddings of one global batch
+    of ``B`` ECGs, in eval mode, left on the devices (sharded ``P('data')``).
+
+    ``local_ecgs``: THIS process's ``B / processes`` consecutive ECGs of the global batch (the
+    processes' shares in process order make it up), ``(rows, samples, leads)`` mV in float16 (as
+    stored; cast on the devices) or float32, sent lane-dense (:mod:`pclr_jax.runtime.layout`); ``B``
+    must divide over the mesh. Nothing is read back:
+    :func:`pclr_jax.training.periodic_eval.embed_split` gathers a whole split's embeddings once.
+    ``variables`` as for :func:`make_embed_fn`.
+    """
+    model = PCLRModel(model_config)
+    batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
+    shape = (model_config.n_samples, model_config.n_leads)
+    apply = jax.jit(
+        lambda variables, ecgs: model.apply(
+            variables,
+            ecgs.reshape(ecgs.shape[0], *shape).astype(jnp.float32),
+            method=PCLRModel.embed,
+        ),
+        out_shardings=batch_sharding,
+    )
+
+    def embed(variables: dict, local_ecgs: np.ndarray) -> jax.Array:
+        variables = jax.tree.map(lambda x: _on_mesh(x, replicated(mesh)), variables)
+        dense = to_lane_dense(np.asarray(local_ecgs))
+        return apply(variables, jax.make_array_from_process_local_data(batch_sharding, dense))
 
     return embed

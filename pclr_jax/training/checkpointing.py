@@ -8,7 +8,9 @@ A checkpoint directory ``<workdir>/checkpoints/<step>/`` holds three items:
 
 Saves are asynchronous; the manager keeps the latest ``keep`` checkpoints plus, when asked, the
 one with the best validation retrieval (``retrieval_top1``). A save interrupted by a crash never
-becomes visible: Orbax writes into a temporary directory and renames it when complete.
+becomes visible: Orbax writes into a temporary directory (``<step>.orbax-checkpoint-tmp``) and
+renames it when complete; a restarted run ignores such leftovers and deletes them when it opens
+the manager (``cleanup_tmp_directories``; tested in ``tests/test_lost_process.py``).
 
 With several processes, every process calls ``save_checkpoint`` and ``restore_latest`` at the
 same steps (Orbax's default multiprocessing options: all processes take part in its barriers,
@@ -53,6 +55,25 @@ def make_checkpoint_manager(
     directory = as_path(workdir) / "checkpoints"
     return ocp.CheckpointManager(
         directory, options=options, item_names=("state", "loader", "config")
+    )
+
+
+def resume_hint(workdir: str | os.PathLike) -> str:
+    """One sentence for a stopped multi-host job: the newest complete checkpoint and how to resume.
+
+    Reads the folder only (no manager: it is called from a watchdog thread while the main thread
+    may hang); a checkpoint still being written (``<step>.orbax-checkpoint-tmp``) is not complete.
+    """
+    directory = as_path(workdir) / "checkpoints"
+    steps = ocp.path.step.checkpoint_steps(directory)
+    if not steps:
+        return (
+            f"No checkpoint is complete in {directory}: start every process again with the same "
+            "command to start the run again."
+        )
+    return (
+        f"The last complete checkpoint is step {max(steps)} in {directory}: start every process "
+        "again with the same command to resume from it."
     )
 
 

@@ -11,14 +11,15 @@ Everything a run writes lives in ``workdir``:
 A run started on a workdir that holds a checkpoint resumes from it, on exactly the next batch.
 SIGTERM or SIGINT, reaching any process, saves a checkpoint at a step all processes agree on
 (``training/preemption.py``) and exits cleanly; a non-finite loss stops the run with
-``NonFiniteLossError`` and leaves the last good checkpoint untouched.
+``NonFiniteLossError`` and leaves the last good checkpoint untouched. Metrics are read back only
+every ``log_every_steps`` steps and at checkpoints (``training/step_metrics.py``): the host runs
+ahead of the devices in between.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 
 import jax
@@ -30,12 +31,13 @@ from etils import epath
 from pclr_jax.data.prepared import load_prepared
 from pclr_jax.losses import get_loss
 from pclr_jax.model.encoder import EncoderConfig, init_variables
-from pclr_jax.runtime.distributed import make_mesh, maybe_initialize_distributed
+from pclr_jax.runtime.distributed import make_mesh
+from pclr_jax.runtime.peer_watch import watched_job
 from pclr_jax.runtime.progress import Progress
 from pclr_jax.runtime.storage import as_path, check_shared, write_through_local_file
 from pclr_jax.step.optimizers import make_optimizer
-from pclr_jax.step.train_state import create_train_state
-from pclr_jax.step.train_step import make_embed_fn, make_train_step
+from pclr_jax.step.train_state import create_train_state, replicated
+from pclr_jax.step.train_step import make_local_embed_fn, make_train_step
 from pclr_jax.training import checkpointing
 from pclr_jax.training.data_setup import ensure_prepared
 from pclr_jax.training.metric_log import MetricLog, plot_curves
@@ -46,8 +48,8 @@ from pclr_jax.training.periodic_eval import (
     probe_within_split,
     retrieval_metrics,
 )
-from pclr_jax.training.preemption import StopAgreement
-from pclr_jax.training.step_metrics import InputStallMeter, LateMetrics
+from pclr_jax.training.preemption import StopSignals, signal_name
+from pclr_jax.training.step_metrics import Fetched, InputStallMeter, PendingFetch, fetch
 from pclr_jax.training.train_feed import make_train_feed
 from pclr_jax.weights.encoder_checkpoint import save_encoder
 from pclr_jax.weights.keras_export import write_keras_h5
@@ -68,10 +70,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     """Runs (or resumes) a pretraining run; returns the final summary (also in summary.json).
 
     ``workdir`` may be local or remote (``gs://...``); with several processes it must be the same
-    folder for all of them (checked at start-up, see :mod:`pclr_jax.runtime.storage`).
+    folder for all of them (checked at start-up, see :mod:`pclr_jax.runtime.storage`). When a
+    process of a multi-host job dies, the others exit with status 75 within
+    ``config.distributed.lost_process_timeout_s`` seconds, saying how to resume
+    (:mod:`pclr_jax.runtime.peer_watch`).
     """
-    maybe_initialize_distributed()
     workdir = as_path(workdir)
+    with watched_job(
+        config.distributed.lost_process_timeout_s, lambda: checkpointing.resume_hint(workdir)
+    ):
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     check_shared(workdir)
     is_main = jax.process_index() == 0
@@ -103,7 +114,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         sync_batch_norm=config.sync_batch_norm,
         grad_cache_microbatch=config.grad_cache_microbatch,
     )
-    embed_fn = make_embed_fn(model_config, mesh)
+    embed_fn = make_local_embed_fn(model_config, mesh)
     tasks = [ProbeTask.parse(spec) for spec in config.eval.probe_tasks]
 
     manager = checkpointing.make_checkpoint_manager(
@@ -129,12 +140,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     def save(step: int, metrics: dict[str, float] | None = None) -> None:
         checkpointing.save_checkpoint(manager, step, state, feed, config.to_dict(), metrics=metrics)
+        metric_log.flush()  # a remote log is uploaded at checkpoints (training/metric_log.py)
 
     ecgs_per_step = 2 * config.batch_pairs
     step = start_step
-    late_metrics, meter = LateMetrics(), InputStallMeter()
+    meter = InputStallMeter()
+    is_log_step = lambda s: s % config.log_every_steps == 0 or s == config.total_steps
     with (
-        StopAgreement(config.checkpoint.stop_check_every_steps) as stop,
+        StopSignals(mesh) as stop,
         contextlib.closing(feed),
         Progress(
             "train",
@@ -145,53 +158,68 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             enabled=is_main,
         ) as progress,
     ):
+        shown = start_step  # the last step whose metrics reached the host
 
-        def record(fetched: list[tuple[int, dict[str, float]]]) -> None:
-            """Checks, shows and logs finished steps (fetched one step late: LateMetrics)."""
-            for done, metrics in fetched:
-                if not math.isfinite(metrics["loss"]):
-                    manager.wait_until_finished()
-                    raise NonFiniteLossError(
-                        f"loss is {metrics['loss']} at step {done}; the last good checkpoint "
-                        f"(step {manager.latest_step()}) in {workdir / 'checkpoints'} is intact"
-                    )
-                meter.count_step()
-                progress.set_postfix(loss=f"{metrics['loss']:.4f}")
-                progress.update(1)
-                if done % config.log_every_steps == 0 or done == config.total_steps:
-                    metrics.update(meter.window(ecgs_per_step))
-                    metric_log.write(done, "train", metrics)
+        def take(fetched: Fetched) -> int:
+            """Checks, shows and logs a fetched step; returns the agreed stop signal (0: none)."""
+            nonlocal shown
+            if fetched.nonfinite_step:
+                manager.wait_until_finished()
+                raise NonFiniteLossError(
+                    f"the loss was not finite at step {fetched.nonfinite_step} (loss "
+                    f"{fetched.metrics['loss']} at step {fetched.step}); the last good checkpoint "
+                    f"(step {manager.latest_step()}) in {workdir / 'checkpoints'} is intact"
+                )
+            meter.count_steps(fetched.step - shown)
+            progress.set_postfix(loss=f"{fetched.metrics['loss']:.4f}")
+            progress.update(fetched.step - shown)
+            shown = fetched.step
+            if is_log_step(fetched.step):
+                metrics = {**fetched.metrics, **meter.window(ecgs_per_step)}
+                metric_log.write(fetched.step, "train", metrics)
+            return fetched.stop_signal
 
+        nonfinite_step = jax.device_put(np.int32(0), replicated(mesh))
+        pending: PendingFetch | None = None
         while step < config.total_steps:
-            state, metrics = train_step(state, meter.next_batch(feed))
+            control = {"signals": stop.device_flags(), "nonfinite_step": nonfinite_step}
+            state, metrics = train_step(state, meter.next_batch(feed), control)
+            nonfinite_step = metrics["nonfinite_step"]
             step += 1
-            record(late_metrics.push(step, metrics))
-            stopped_by = stop.should_stop(step)  # the same answer in every process
+            stop_signal = 0
+            if pending is not None:  # the last log step's metrics, read while this step runs
+                stop_signal = take(pending.result())
+                pending = None
             evaluate_now = step % config.eval.every_steps == 0 or step == config.total_steps
             save_now = evaluate_now or step % config.checkpoint.every_steps == 0
-            if save_now or stopped_by is not None:
-                record(late_metrics.flush())  # never save or evaluate an unchecked state
+            if save_now or stop_signal or step == config.total_steps:
+                # never save, evaluate or stop on an unchecked state
+                stop_signal = take(fetch(step, metrics)) or stop_signal
+            elif is_log_step(step):
+                pending = PendingFetch(step, metrics)
             eval_metrics = None
             if evaluate_now:
                 eval_metrics = evaluate(step)
                 meter.restart()
             if save_now:
                 save(step, eval_metrics)
-            if stopped_by is not None:
+            if stop_signal:
+                stopped_by = signal_name(stop_signal)
                 log.warning("%s received: saving step %d and stopping", stopped_by, step)
-                save(step)
+                if not save_now:
+                    save(step)
                 manager.wait_until_finished()
                 metric_log.close()
                 return {"stopped_by": stopped_by, "step": step}
     manager.wait_until_finished()
 
     summary = final_report(config, model_config, state, embed_fn, workdir, tasks)
+    metric_log.close()
     if is_main:
         write_through_local_file(
             workdir / "curves.png", lambda path: plot_curves(metric_log.path, path)
         )
     export_encoder(model_config, state, workdir)
-    metric_log.close()
     return summary
 
 

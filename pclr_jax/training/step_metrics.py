@@ -1,10 +1,18 @@
-"""Training metrics fetched without stalling the devices, and the input-stall measurement.
+"""Training metrics fetched only at logging and checkpoint steps, and the input-stall measurement.
 
-:class:`LateMetrics` leaves each step's metrics on the devices until the next step has been
-dispatched, then fetches them: the host waits for step ``s`` while step ``s + 1`` already runs, so
-the devices never wait for the host's bookkeeping. The loop flushes before anything that needs
-the current step checked (a checkpoint, an evaluation, a stop), so a non-finite loss is always
-seen before the state that produced it is saved.
+The training loop dispatches steps without reading anything back: the step's metrics, the agreed
+stop signal and the first non-finite step stay on the devices (``pclr_jax.step.train_step``,
+``control``). The host reads them at *sync steps* only:
+
+* every ``log_every_steps`` steps, one step late: :class:`PendingFetch` starts the copy of step
+  ``s``'s metrics and reads them after step ``s + 1`` has been dispatched, so the devices never
+  wait for the host's bookkeeping;
+* at once (:func:`fetch`) before anything that needs the current state checked: a checkpoint, an
+  evaluation, a stop, the last step. A non-finite loss is therefore always seen before the state
+  that produced it is saved.
+
+Between sync steps the loop makes no blocking device-to-host transfer (tested,
+``tests/test_host_syncs.py``).
 
 :class:`InputStallMeter` measures, per logging window, the wall time per step and the share of it
 the loop spent waiting for the next batch (``input_stall_fraction``).
@@ -12,35 +20,55 @@ the loop spent waiting for the next batch (``input_stall_fraction``).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
 
+CONTROL_METRICS = ("nonfinite_step", "stop_signal")
 
-class LateMetrics:
-    """Holds dispatched steps' metrics (device arrays) until they are fetched, in step order."""
 
-    def __init__(self):
-        self._pending: list[tuple[int, Mapping[str, jax.Array]]] = []
+@dataclasses.dataclass(frozen=True)
+class Fetched:
+    """One step's metrics on the host.
 
-    def push(
-        self, step: int, metrics: Mapping[str, jax.Array]
-    ) -> list[tuple[int, dict[str, float]]]:
-        """Fetches the steps pushed before (already finished or nearly), then queues ``step``."""
-        fetched = self.flush()
-        self._pending.append((step, metrics))
-        return fetched
+    Attributes:
+        step: the step number (updates applied, 1-based).
+        metrics: the float metrics (``loss``, ``learning_rate``, ...).
+        nonfinite_step: the first step up to ``step`` whose loss was not finite (0: none).
+        stop_signal: the signal number the processes agreed to stop on (0: none).
+    """
 
-    def flush(self) -> list[tuple[int, dict[str, float]]]:
-        """Fetches every queued step (waiting for the last one): ``[(step, {name: float})]``."""
-        fetched = [
-            (step, {name: float(value) for name, value in jax.device_get(metrics).items()})
-            for step, metrics in self._pending
-        ]
-        self._pending = []
-        return fetched
+    step: int
+    metrics: dict[str, float]
+    nonfinite_step: int
+    stop_signal: int
+
+
+def fetch(step: int, metrics: Mapping[str, jax.Array]) -> Fetched:
+    """Reads step ``step``'s metrics (waiting for the step to finish)."""
+    host = jax.device_get(dict(metrics))
+    return Fetched(
+        step=step,
+        metrics={k: float(v) for k, v in host.items() if k not in CONTROL_METRICS},
+        nonfinite_step=int(host["nonfinite_step"]),
+        stop_signal=int(host["stop_signal"]),
+    )
+
+
+class PendingFetch:
+    """A step's metrics whose copy to the host has started; :meth:`result` reads them."""
+
+    def __init__(self, step: int, metrics: Mapping[str, jax.Array]):
+        self.step = step
+        self._metrics = metrics
+        for value in metrics.values():
+            value.copy_to_host_async()
+
+    def result(self) -> Fetched:
+        return fetch(self.step, self._metrics)
 
 
 class InputStallMeter:
@@ -62,9 +90,9 @@ class InputStallMeter:
         self._wait += time.perf_counter() - start
         return batch
 
-    def count_step(self) -> None:
-        """One step of the window has finished (its metrics are on the host)."""
-        self._steps += 1
+    def count_steps(self, steps: int) -> None:
+        """``steps`` more steps of the window have finished (their metrics are on the host)."""
+        self._steps += steps
 
     def window(self, ecgs_per_step: int) -> dict[str, float]:
         """The window's ``step_time_s``, ``ecg_per_s``, ``input_wait_s`` (per step) and
