@@ -153,27 +153,29 @@ def point_metrics(y: np.ndarray, scores: np.ndarray, kind: str) -> dict[str, flo
 
 
 def weighted_metrics(
-    y: np.ndarray, scores: np.ndarray, kind: str, weights: np.ndarray
+    y: np.ndarray,
+    scores: np.ndarray,
+    kind: str,
+    weights: np.ndarray,
+    names: tuple[str, ...] | None = None,
 ) -> dict[str, np.ndarray]:
-    """The metrics of ``point_metrics`` under each row of ``weights`` (B, n): ``{name: (B,)}``."""
+    """The metrics of ``point_metrics`` under each row of ``weights`` (B, n): ``{name: (B,)}``;
+    ``names``: only these (default all of the kind's)."""
+    if kind not in METRICS:
+        raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(METRICS)}")
+    names = METRICS[kind] if names is None else names
     if kind == "binary":
-        return {
-            "auroc": weighted_auroc(y, scores, weights),
-            "auprc": weighted_average_precision(y, scores, weights),
-        }
+        functions = {"auroc": weighted_auroc, "auprc": weighted_average_precision}
+        return {name: functions[name](y, scores, weights) for name in names}
     if kind in ("multiclass", "multilabel"):
         indicator = _indicator(y, kind, scores.shape[1])
         columns = scored_classes(y, kind, scores.shape[1])
+        functions = {"auroc": weighted_auroc, "auprc": weighted_average_precision}
         return {
-            "auroc": _macro(weighted_auroc, indicator, scores, weights, columns),
-            "auprc": _macro(weighted_average_precision, indicator, scores, weights, columns),
+            name: _macro(functions[name], indicator, scores, weights, columns) for name in names
         }
-    if kind == "regression":
-        return {
-            "r2": weighted_r2(y, scores, weights),
-            "mae": weighted_mae(y, scores, weights),
-        }
-    raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(METRICS)}")
+    functions = {"r2": weighted_r2, "mae": weighted_mae}
+    return {name: functions[name](y, scores, weights) for name in names}
 
 
 def bootstrap_metrics(
