@@ -18,6 +18,7 @@ from pclr_jax.evaluation.probe import (
     linear_probe,
     summarize,
 )
+from pclr_jax.evaluation.resampling import resampling_plan
 
 
 def gaussian_task(n=600, d=12, seed=0, n_patients=200):
@@ -75,13 +76,15 @@ def test_bootstrap_interval_equals_sklearn_on_materialised_resamples():
     y = rng.integers(0, 2, 50)
     scores = rng.normal(size=50) + y
     intervals = metrics.bootstrap_metrics(y, scores, "binary", n_bootstrap=200, seed=7)
-    # The same draws, materialised as index resamples and scored by sklearn one by one.
-    counts = np.random.default_rng(7).multinomial(50, np.full(50, 1 / 50), size=200)
+    # The same draws (each row a patient, positives and negatives resampled apart), materialised
+    # as index resamples and scored by sklearn one by one.
+    plan = resampling_plan(None, y[:, None])
+    counts = plan.patient_counts(np.random.default_rng(7), 200).astype(int)
+    assert (counts[:, y == 1].sum(axis=1) == y.sum()).all()  # stratified: the positives' count
     aucs = []
     for c in counts:
         rows = np.repeat(np.arange(50), c)
-        if 0 < y[rows].sum() < len(rows):
-            aucs.append(skm.roc_auc_score(y[rows], scores[rows]))
+        aucs.append(skm.roc_auc_score(y[rows], scores[rows]))
     assert intervals["auroc"] == pytest.approx(tuple(np.percentile(aucs, [2.5, 97.5])))
     low, high = intervals["auroc"]
     assert low < skm.roc_auc_score(y, scores) < high

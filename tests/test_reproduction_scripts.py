@@ -77,3 +77,23 @@ def test_report_requires_results(tmp_path):
     report = _load("repro_report")
     with pytest.raises(FileNotFoundError, match="results.csv"):
         report.load_results(tmp_path)
+
+
+def test_statements_table_puts_random_init_beside_pclr():
+    report = _load("repro_report")
+    rows = [
+        ("pclr", "all_statements", 17417, "all", 0, "auroc", 0.859),
+        ("random_init", "all_statements", 17417, "all", 0, "auroc", 0.801),
+    ]
+    frame = _results(rows).assign(ci_low=[0.85, 0.79], ci_high=[0.87, 0.81])
+    table = report.statements_table(frame)
+    assert "| PCLR (this run) + linear probe | 0.859 [0.850, 0.870] |  |" in table
+    # PCLR minus random init: 0.859 - 0.801
+    assert "| random init (this run) + linear probe | 0.801 [0.790, 0.810] | +0.058 |" in table
+    assert "| xresnet1d101 (supervised, published) | 0.925 | -0.066 |" in table
+    only_pclr = report.statements_table(frame[frame["source"] == "pclr"])
+    assert "| random init (this run) + linear probe | not run | |" in only_pclr
+    # The reproduction fits the random encoder's statements probe on the same folds.
+    script = (SCRIPTS / "reproduce.sh").read_text()
+    statements_probe = script[script.index("timed probe_statements") :].split(";;")[0]
+    assert "--baseline random_init" in statements_probe

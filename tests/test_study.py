@@ -163,16 +163,135 @@ def test_report_of_known_cells(tmp_path):
     assert "warm seed 2: failed: MemoryError: out of memory" in report
     assert "NOT set by the arm" in report  # warm's steps differ and no override asked for it
     assert (
-        "**warm** vs ntxent: no resolved difference. Within noise on 2 of 3 metrics. The same "
-        "nonzero difference at every matched seed, so no spread to judge it by (not counted as "
-        "resolved): retrieval_top5 +0.002 at 2 seeds." in report
+        "- **warm**: no difference survives the correction. The same nonzero difference at "
+        "every seed, with nothing to judge its noise by: retrieval_top5 +0.002. Within noise on "
+        "2 of 3 metrics." in report
     )
+    # 3 comparisons under Holm: retrieval_top1's p (t = 4 with 1 df: 1 - 2 atan(4) / pi) times
+    # 3; the two comparisons without spread count with p = 1.
+    p_value = 1 - 2 * math.atan(4) / math.pi
+    assert difference["p_value"] == pytest.approx(p_value)
+    assert difference["p_adjusted"] == pytest.approx(3 * p_value)
+    assert "3 comparisons (1 arm x 3 metrics) under Holm's family-wise correction" in report
+    assert "The intervals cover the seeds only" in report  # these cells kept no items
     assert "| retrieval_top5 | +0.002 (same at every seed) |" in report
     assert (tmp_path / "figures" / "metrics.png").exists()
     assert (tmp_path / "figures" / "differences.png").exists()
 
 
+def _write_items_cell(study_dir, spec, arm, seed, hits, y, scores, patients, config=None):
+    """A finished cell with its per-test-item results: retrieval hits per query, binary probe
+    scores; its metrics computed from them independently (mean, sklearn's AUROC)."""
+    from sklearn.metrics import roc_auc_score
+
+    from pclr_jax.study.items import probe_arrays, write_items
+
+    metrics = {"retrieval_top1": float(np.mean(hits)), "sex_auroc@all": roc_auc_score(y, scores)}
+    _write_result(study_dir, arm, seed, metrics)
+    directory = cell.cell_directory(study_dir, arm, seed)
+    rows = np.arange(len(hits))
+    arrays = {"retrieval_top1.rows": rows, "retrieval_top1.hits": hits}
+    arrays.update(probe_arrays("sex_auroc@all", "binary", rows, y, [scores]))
+    write_items(directory, patients, arrays)
+    config = config or json.loads(spec.cell_config(arm, seed).to_json_best_effort())
+    cell.write_json_atomically(directory / cell.CONFIG, config)
+
+
+def test_report_with_items_covers_the_test_set_and_publishes(tmp_path):
+    """Cells with per-test-item results: the interval of a difference that is the same at every
+    seed comes from the test patients alone (a known standard deviation), the cells' configs are
+    compared field by field, and a published folder reports the same from its own files."""
+    spec = load_study(SMOKE, ["seeds=(0, 1, 2)"])
+    study = tmp_path / "study"
+    runner.record_study(spec, study, {"config": SMOKE, "set": ["seeds=(0, 1, 2)"]})
+    rng = np.random.default_rng(0)
+    patients = np.repeat(np.arange(100), 2)  # 100 test patients, 2 ECGs (queries) each
+    gain = rng.normal(0.05, 0.2, 100)[patients]  # warm's per-patient gain, the same every seed
+    y = np.tile([0, 1], 100)
+    for seed in range(3):
+        hits = rng.uniform(0.2, 0.6, 200)
+        scores = y + rng.normal(size=200)
+        _write_items_cell(study, spec, "ntxent", seed, hits, y, scores, patients)
+        config = json.loads(spec.cell_config("warm", seed).to_json_best_effort())
+        if seed == 2:
+            config["optimizer"]["learning_rate"] = 0.5  # a slip no override asked for
+        _write_items_cell(
+            study, spec, "warm", seed, hits + gain, y, scores + 0.1 * y, patients, config
+        )
+    report = write_report(study, n_bootstrap=2000).read_text()
+    summary = pd.read_csv(study / "summary.csv")
+    difference = summary[(summary.kind == "difference") & (summary.metric == "retrieval_top1")]
+    difference = difference.iloc[0]
+    # The same difference at every seed (sd 0): the interval is the test set's alone, whose sd
+    # is that of a mean over 100 patients of their gain (the bootstrap's (n - 1) / n included).
+    per_patient = gain[::2]
+    expected_sd = per_patient.std(ddof=0) / np.sqrt(100)
+    assert difference["interval"] == "seeds and test set"
+    assert difference["sd"] == pytest.approx(0, abs=1e-12)
+    assert difference["test_sd"] == pytest.approx(expected_sd, rel=0.08)
+    assert difference["high"] - difference["mean"] == pytest.approx(
+        1.959964 * difference["test_sd"], rel=1e-6
+    )
+    assert difference["mean"] == pytest.approx(per_patient.mean())
+    assert (
+        "**warm**'s cells differ from each other in: optimizer.learning_rate (0.001 -> 0.5)"
+        in report
+    )
+    assert "| warm | pclr_synthetic/tiny:train |" in report and "between seeds" in report
+    assert "The intervals cover the seeds and the test set" in report
+
+    published = tmp_path / "published"
+    write_report(study, n_bootstrap=2000, publish=published)
+    for name in ("config.json", "result.json", "items.npz"):
+        assert (cell.cell_directory(published, "warm", 2) / name).exists()
+    assert not (cell.cell_directory(published, "warm", 2) / "train").exists()
+    assert "<!-- study-summary:published -->" in (published / "summary.md").read_text()
+    again = pd.read_csv(published / "summary.csv")
+    write_report(published, n_bootstrap=2000)  # the published folder reports on its own
+    pd.testing.assert_frame_equal(pd.read_csv(published / "summary.csv"), again)
+
+
+def test_report_and_plan_of_a_folder_with_results_only(tmp_path, capsys):
+    """A study published before its cells were kept: seed-only statistics, said in its words;
+    ``pclr study plan`` reads it as a pilot."""
+    from pclr_jax.commands.cli import main
+
+    source = REPO / "docs" / "studies" / "loss_variants_ptbxl_reduced" / "results.csv"
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.csv").write_text(source.read_text())
+    with pytest.raises(ValueError, match="name the reference arm"):
+        write_report(tmp_path / "old")
+    assert main(["study", "report", str(tmp_path / "old"), "--reference", "ntxent"]) == 0
+    text = capsys.readouterr().out
+    assert "The intervals cover the seeds only" in text
+    assert "51 comparisons (3 arms x 17 metrics)" in text
+    assert main(["study", "plan", "--from", str(tmp_path / "old"), "--detect", "0.03"]) == 0
+    plan = capsys.readouterr().out
+    assert "alpha 0.00098 (0.05 / 51 comparisons, Holm's family-wise correction)" in plan
+    assert "| retrieval_top1 |" in plan and "optimistic" in plan
+
+
 # ----------------------------------------------------------------------------- end to end
+
+
+def assert_items_match_results(study_dir) -> None:
+    """Every cell wrote its resolved config and per-test-item results, and each metric
+    recomputed from the items on the whole test set is the one the cell recorded."""
+    from pclr_jax.study.items import read_items
+
+    directories = sorted((pathlib.Path(study_dir) / "cells").glob("*/seed_*"))
+    assert directories
+    for directory in directories:
+        assert json.loads((directory / cell.CONFIG).read_text())["seed"] == int(
+            directory.name.split("_")[1]
+        )
+        items = read_items(directory)
+        recorded = cell.read_result(directory)["metrics"]
+        assert set(items.metrics) == set(recorded)
+        for name, metric in items.metrics.items():
+            value = metric.value(np.ones((1, len(metric.rows))))[0]
+            assert value == pytest.approx(recorded[name], rel=1e-5, abs=1e-6), name
+    assert "seeds and test set" in (pathlib.Path(study_dir) / "summary.csv").read_text()
 
 
 def study_command(workdir, data_dir, *extra):
@@ -240,8 +359,9 @@ def test_study_killed_resumed_and_run_cell_by_cell(tmp_path, data_dir):
     killed in its second cell and resubmitted; then seed 1): the same results, cell for cell."""
     sequential = tmp_path / "sequential"
     run_study(sequential, data_dir)
-    for name in ("report.md", "results.csv", "summary.csv", "figures/metrics.png"):
+    for name in ("report.md", "results.csv", "summary.csv", "summary.md", "figures/metrics.png"):
         assert (sequential / name).exists(), name
+    assert_items_match_results(sequential)
 
     by_cell = tmp_path / "by_cell"
     _kill_during_second_cell(by_cell, data_dir, "--seed=0")

@@ -11,8 +11,10 @@ Examples::
         --test-split test --task af:binary --baseline random_init --baseline scratch --out out
 
 Writes ``results.csv`` (source, task, size, size_label, repeat, metric, value, ci_low, ci_high,
-n_train, n_test, outlier), ``skipped.csv``, ``learning_curves.png``, ``summary.txt``, and with
-``--retrieval`` ``retrieval.csv``, with ``--map COLUMN`` ``map_<source>_<COLUMN>.png``.
+n_train, n_test, ci_note, outlier), ``skipped.csv``, ``learning_curves.png``, ``summary.txt``, and
+with ``--retrieval`` ``retrieval.csv`` (top-1/5 with intervals), with ``--map COLUMN``
+``map_<source>_<COLUMN>.png``. Intervals are percentile bootstraps over the test patients
+(``pclr_jax.evaluation.resampling``); ``ci_note`` names the classes an interval cannot cover.
 """
 
 from __future__ import annotations
@@ -100,7 +102,9 @@ def add_parser(subparsers) -> None:
     curve.add_argument("--sizes", default="100,250,500,1000,2500,5000,all")
     curve.add_argument("--repeats", type=int, default=5)
     curve.add_argument("--test-fraction", type=float, default=0.2)
-    curve.add_argument("--bootstrap", type=int, default=1000, help="test-set resamples for CIs")
+    curve.add_argument(
+        "--bootstrap", type=int, default=1000, help="resamples of the test patients for CIs"
+    )
     curve.add_argument("--seed", type=int, default=0)
     curve.add_argument(
         "--baseline",
@@ -359,6 +363,7 @@ def _task_curves(args, table, sources, ecgs, test_rows, networks, sup_config, si
                 n_bootstrap=args.bootstrap,
                 seed=args.seed,
                 progress=_fit_reporter(progress),
+                class_names=[str(c) for c in classes] if len(classes) else None,
             )
         )
         progress.close()
@@ -369,17 +374,22 @@ def _retrieval(args, table, sources, test_rows, out):
     import numpy as np
     import pandas as pd
 
-    from pclr_jax.evaluation.retrieval import format_retrieval, retrieval_accuracy
+    from pclr_jax.evaluation.retrieval import (
+        format_retrieval,
+        retrieval_accuracy,
+        retrieval_intervals,
+    )
 
     rows = np.arange(len(table)) if test_rows is None else test_rows
     groups = table[args.group_column].to_numpy()[rows] if args.group_column in table else None
     records = []
     for name, features in sources.items():
-        result = retrieval_accuracy(
-            features[rows], table[args.patient_column].to_numpy()[rows], (1, 5), groups
-        )
+        patients = table[args.patient_column].to_numpy()[rows]
+        result = retrieval_accuracy(features[rows], patients, (1, 5), groups)
         print(f"retrieval {name}: {format_retrieval(result)}")
-        records.append({"source": name, **{k: v for k, v in result.items() if k != "query_rows"}})
+        scalars = {k: v for k, v in result.items() if np.isscalar(v)}
+        intervals = retrieval_intervals(result, patients, args.bootstrap, seed=args.seed)
+        records.append({"source": name, **scalars, **intervals})
     pd.DataFrame(records).to_csv(out / "retrieval.csv", index=False)
 
 

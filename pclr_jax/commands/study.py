@@ -13,12 +13,20 @@ Examples::
     # A reduced budget (recorded in the study; every arm gets it):
     pclr study run --config configs/studies/loss_variants.py --workdir runs/short \\
         --set base.total_steps=180 --set 'seeds=(0, 1, 2)'
+
+    # Publish the report with every cell's config, result and items:
+    pclr study report runs/loss_study --publish docs/studies/loss_variants_full
+
+    # How many seeds a difference of 0.02 needs, from a pilot study:
+    pclr study plan --from runs/short --detect 0.02
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from pclr_jax.study.multiplicity import CORRECTIONS
 
 
 def add_parser(subparsers) -> None:
@@ -61,7 +69,42 @@ def add_parser(subparsers) -> None:
     report = actions.add_parser("report", help="aggregate the finished cells of a study")
     report.add_argument("workdir", help="the study's directory")
     report.add_argument("--reference", help="reference arm (default: the study's)")
+    report.add_argument(
+        "--correction",
+        choices=CORRECTIONS,
+        default="holm",
+        help="multiplicity correction over the study's arm x metric comparisons: holm "
+        "(family-wise error, default), bh (Benjamini-Hochberg false discovery rate), none",
+    )
+    report.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="resamples of the test patients for the intervals over seeds and test set",
+    )
+    report.add_argument(
+        "--publish",
+        metavar="DIR",
+        help="write the report into DIR with study.json and every cell's config.json, "
+        "result.json and items.npz (a folder to commit, e.g. docs/studies/NAME)",
+    )
     report.set_defaults(func=_report)
+    plan = actions.add_parser(
+        "plan", help="seeds needed to detect a difference, from a pilot study's report"
+    )
+    plan.add_argument(
+        "--from", dest="pilot", required=True, help="the pilot study's folder (its summary.csv)"
+    )
+    plan.add_argument(
+        "--detect", type=float, default=0.02, help="the difference to detect (default 0.02)"
+    )
+    plan.add_argument("--power", type=float, default=0.8, help="the power wanted (default 0.8)")
+    plan.add_argument(
+        "--comparisons",
+        type=int,
+        help="comparisons the planned study makes (default: the pilot's), for the correction",
+    )
+    plan.set_defaults(func=_plan)
 
 
 def _log(message: str) -> None:
@@ -114,7 +157,20 @@ def _use_compilation_cache(directory: str) -> None:
 def _report(args) -> int:
     from pclr_jax.study.report import write_report
 
-    path = write_report(args.workdir, args.reference)
+    path = write_report(
+        args.workdir,
+        args.reference,
+        correction=args.correction,
+        n_bootstrap=args.bootstrap,
+        publish=args.publish,
+    )
     print(path.read_text())
     _log(f"wrote {path}")
+    return 0
+
+
+def _plan(args) -> int:
+    from pclr_jax.study.plan import format_plan
+
+    print(format_plan(args.pilot, args.detect, args.power, args.comparisons))
     return 0

@@ -22,7 +22,7 @@ from pclr_jax.evaluation.probe import (
     score_predictions,
     summarize,
 )
-from pclr_jax.evaluation.retrieval import format_retrieval, retrieval_accuracy
+from pclr_jax.evaluation.retrieval import format_retrieval, retrieval_accuracy, retrieval_intervals
 
 __all__ = [
     "DEFAULT_SIZES",
@@ -39,6 +39,7 @@ __all__ = [
     "linear_probe",
     "linear_probe_source",
     "retrieval_accuracy",
+    "retrieval_intervals",
     "score_predictions",
     "summarize",
 ]

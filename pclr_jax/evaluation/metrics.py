@@ -1,10 +1,14 @@
-"""Probe metrics with percentile-bootstrap confidence intervals.
+"""Probe metrics with percentile-bootstrap confidence intervals over test patients.
 
 Point estimates come from ``sklearn.metrics``. Bootstrap replicates are evaluated all at once: a
 resample of the test set is a vector of multiplicities (how often each test row was drawn), so
 each metric is computed as its sample-weighted form over a ``(replicates, n_test)`` weight matrix
 with one sort of the scores. ``tests/test_probe.py`` checks that form against ``sklearn.metrics``
 with ``sample_weight``.
+
+The resamples draw patients, not ECGs, stratified so that every scored class keeps positives and
+negatives in every resample (``pclr_jax.evaluation.resampling``): a macro average is over the same
+classes in every resample as in the point estimate, and the point lies inside its interval.
 
 Metrics per task kind: binary -> AUROC, AUPRC (average precision); multiclass and multilabel ->
 macro AUROC and macro AUPRC over the classes that have positives and negatives in the test set;
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn import metrics as skm
+
+from pclr_jax.evaluation.resampling import resampling_plan
 
 METRICS = {
     "binary": ("auroc", "auprc"),
@@ -87,10 +93,20 @@ def weighted_mae(y: np.ndarray, predictions: np.ndarray, weights: np.ndarray) ->
 
 
 def _macro(fn, y: np.ndarray, scores: np.ndarray, weights: np.ndarray, classes) -> np.ndarray:
+    """The mean over ``classes`` of ``fn`` per row of ``weights``; NaN in a row where any class is
+    undefined (an average over fewer classes would be another quantity)."""
     per_class = np.stack([fn(y[:, c], scores[:, c], weights) for c in classes], axis=1)
-    with np.errstate(invalid="ignore"):
-        counted = np.isfinite(per_class).sum(axis=1)
-        return np.where(counted > 0, np.nansum(per_class, axis=1) / np.maximum(counted, 1), np.nan)
+    return per_class.mean(axis=1)
+
+
+def class_indicator(y: np.ndarray, kind: str, n_columns: int = 1) -> np.ndarray | None:
+    """``(n, C)`` 0/1 class membership of encoded labels (binary: ``(n, 1)``, the positive
+    class); ``None`` for regression."""
+    if kind == "regression":
+        return None
+    if kind == "binary":
+        return np.asarray(y, dtype=bool).reshape(-1, 1)
+    return _indicator(y, kind, n_columns)
 
 
 def _indicator(y: np.ndarray, kind: str, n_columns: int) -> np.ndarray:
@@ -137,27 +153,29 @@ def point_metrics(y: np.ndarray, scores: np.ndarray, kind: str) -> dict[str, flo
 
 
 def weighted_metrics(
-    y: np.ndarray, scores: np.ndarray, kind: str, weights: np.ndarray
+    y: np.ndarray,
+    scores: np.ndarray,
+    kind: str,
+    weights: np.ndarray,
+    names: tuple[str, ...] | None = None,
 ) -> dict[str, np.ndarray]:
-    """The metrics of ``point_metrics`` under each row of ``weights`` (B, n): ``{name: (B,)}``."""
+    """The metrics of ``point_metrics`` under each row of ``weights`` (B, n): ``{name: (B,)}``;
+    ``names``: only these (default all of the kind's)."""
+    if kind not in METRICS:
+        raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(METRICS)}")
+    names = METRICS[kind] if names is None else names
     if kind == "binary":
-        return {
-            "auroc": weighted_auroc(y, scores, weights),
-            "auprc": weighted_average_precision(y, scores, weights),
-        }
+        functions = {"auroc": weighted_auroc, "auprc": weighted_average_precision}
+        return {name: functions[name](y, scores, weights) for name in names}
     if kind in ("multiclass", "multilabel"):
         indicator = _indicator(y, kind, scores.shape[1])
         columns = scored_classes(y, kind, scores.shape[1])
+        functions = {"auroc": weighted_auroc, "auprc": weighted_average_precision}
         return {
-            "auroc": _macro(weighted_auroc, indicator, scores, weights, columns),
-            "auprc": _macro(weighted_average_precision, indicator, scores, weights, columns),
+            name: _macro(functions[name], indicator, scores, weights, columns) for name in names
         }
-    if kind == "regression":
-        return {
-            "r2": weighted_r2(y, scores, weights),
-            "mae": weighted_mae(y, scores, weights),
-        }
-    raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(METRICS)}")
+    functions = {"r2": weighted_r2, "mae": weighted_mae}
+    return {name: functions[name](y, scores, weights) for name in names}
 
 
 def bootstrap_metrics(
@@ -167,18 +185,23 @@ def bootstrap_metrics(
     n_bootstrap: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile-bootstrap ``(low, high)`` interval of each metric over resamples of the test set.
+    """Percentile-bootstrap ``(low, high)`` interval of each metric over resamples of the test
+    patients (``groups``: ``(n,)`` patient ids; ``None``: each row is a patient), stratified so
+    that every scored class keeps positives and negatives (``resampling.resampling_plan``).
 
-    Resamples in which a metric is undefined (e.g. no positive drawn) are left out of its interval.
+    Resamples in which a metric is undefined (a regression test set with one distinct value) are
+    left out of its interval.
     """
     n = len(y)
+    n_columns = scores.shape[1] if np.ndim(scores) == 2 else 1
+    plan = resampling_plan(groups, class_indicator(y, kind, n_columns), n_rows=n)
     rng = np.random.default_rng(seed)
     chunk = max(1, _CHUNK_ELEMENTS // max(n, 1))
     replicates: dict[str, list[np.ndarray]] = {name: [] for name in METRICS[kind]}
     for start in range(0, n_bootstrap, chunk):
-        size = min(chunk, n_bootstrap - start)
-        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64)
+        weights = plan.weights(rng, min(chunk, n_bootstrap - start))
         for name, values in weighted_metrics(y, scores, kind, weights).items():
             replicates[name].append(values)
     tail = 100 * (1 - ci) / 2
@@ -189,3 +212,36 @@ def bootstrap_metrics(
         low, high = np.percentile(values, [tail, 100 - tail]) if values.size else (np.nan, np.nan)
         intervals[name] = (float(low), float(high))
     return intervals
+
+
+def interval_note(
+    y: np.ndarray,
+    kind: str,
+    n_columns: int = 1,
+    groups: np.ndarray | None = None,
+    class_names=None,
+) -> str:
+    """What a bootstrap interval of these test labels cannot cover, in words ('' if nothing):
+    classes left out of a macro average because the test rows hold no positive or no negative,
+    and classes with a single positive or negative patient (fixed in every resample, see
+    ``resampling``). ``class_names``: names of the ``n_columns`` classes (default: indices)."""
+    indicator = class_indicator(y, kind, n_columns)
+    if indicator is None:
+        return ""
+    names = [str(c) for c in (range(indicator.shape[1]) if class_names is None else class_names)]
+    notes = []
+    if kind != "binary":
+        scored = set(scored_classes(y, kind, n_columns).tolist())
+        absent = [names[c] for c in range(indicator.shape[1]) if c not in scored]
+        if absent:
+            notes.append(
+                f"not in the macro average (no positive or no negative test ECG): "
+                f"{', '.join(absent)}"
+            )
+    thin = resampling_plan(groups, indicator).thin_classes
+    if thin:
+        notes.append(
+            "a single positive or negative test patient, kept in every resample (its noise is "
+            f"not in the interval): {', '.join(names[c] for c in thin)}"
+        )
+    return "; ".join(notes)

@@ -21,7 +21,8 @@ the training range are scored exactly as without clipping.
 
 ``learning_curve`` repeats, for several training-set sizes and several embedding sources side by
 side, a patient-disjoint split into a test set and a training pool, fits on nested random subsets
-of the pool (the same rows for every source) and scores on the test set with bootstrap intervals.
+of the pool (the same rows for every source) and scores on the test set with bootstrap intervals
+over test patients (``metrics.bootstrap_metrics``).
 
 Labels are encoded before fitting (``encode_labels``): binary -> {0, 1} (the larger of the two
 sorted classes is positive), multiclass -> class index, multilabel -> ``(n, C)`` indicator,
@@ -52,7 +53,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from pclr_jax.evaluation.metrics import METRICS, bootstrap_metrics, point_metrics
+from pclr_jax.evaluation.metrics import METRICS, bootstrap_metrics, interval_note, point_metrics
 
 TASK_KINDS = tuple(METRICS)
 PRIMARY_METRIC = {
@@ -304,12 +305,15 @@ def score_predictions(
     n_bootstrap: int = 0,
     ci: float = 0.95,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Metrics (see ``metrics.point_metrics``) and, with ``n_bootstrap`` > 0, their
-    ``{metric}_ci_low`` / ``{metric}_ci_high`` percentile-bootstrap bounds."""
+    ``{metric}_ci_low`` / ``{metric}_ci_high`` percentile-bootstrap bounds over resampled test
+    patients (``groups``: ``(n,)`` patient ids; ``None``: each row is a patient)."""
     result = point_metrics(y, scores, kind)
     if n_bootstrap > 0:
-        for name, (low, high) in bootstrap_metrics(y, scores, kind, n_bootstrap, ci, seed).items():
+        intervals = bootstrap_metrics(y, scores, kind, n_bootstrap, ci, seed, groups)
+        for name, (low, high) in intervals.items():
             result[f"{name}_ci_low"] = low
             result[f"{name}_ci_high"] = high
     return result
@@ -332,7 +336,8 @@ def linear_probe(
     Labels are raw values (strings or numbers; unknown labels must already be removed); they are
     encoded together so both sides share the classes. Returns ``auroc``/``auprc`` (binary;
     macro for multiclass and multilabel) or ``r2``/``mae`` (regression), ``n_train``, ``n_test``,
-    and bootstrap bounds when ``n_bootstrap`` > 0. ``fit_options`` go to ``fit_linear_probe``.
+    and bootstrap bounds when ``n_bootstrap`` > 0 (over ECGs: the test rows' patients are not
+    given). ``fit_options`` go to ``fit_linear_probe``.
     """
     n_train = len(train_x)
     if task == "multilabel" and np.ndim(train_y) == 2:
@@ -389,10 +394,26 @@ def linear_probe_source(features: np.ndarray, **fit_options) -> FitPredict:
 class LearningCurve:
     """``results``: one row per (source, task, size, repeat, metric) with columns source, task,
     size (training rows used), size_label ('100' ... 'all'), repeat, metric, value, ci_low,
-    ci_high, n_train, n_test. ``skipped``: source, task, size_label, repeat, reason."""
+    ci_high, n_train, n_test, ci_note (what the interval cannot cover: classes outside the macro
+    average, classes with a single positive or negative test patient; '' if nothing).
+    ``skipped``: source, task, size_label, repeat, reason. ``scores`` (with ``keep_scores``):
+    one ``FitScores`` per fit."""
 
     results: pd.DataFrame
     skipped: pd.DataFrame
+    scores: list[FitScores] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitScores:
+    """One fit's scores on its test rows: ``test_rows`` ``(m,)`` index into the curve's rows,
+    ``scores`` shaped as ``LinearProbe.scores`` for those rows."""
+
+    source: str
+    size_label: str
+    repeat: int
+    test_rows: np.ndarray
+    scores: np.ndarray
 
 
 RESULT_COLUMNS = (
@@ -407,6 +428,7 @@ RESULT_COLUMNS = (
     "ci_high",
     "n_train",
     "n_test",
+    "ci_note",
 )
 SKIPPED_COLUMNS = ("source", "task", "size_label", "repeat", "reason")
 
@@ -436,6 +458,8 @@ def learning_curve(
     ci: float = 0.95,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    class_names: Sequence[str] | None = None,
+    keep_scores: bool = False,
 ) -> LearningCurve:
     """Label-efficiency curves of several sources on one task.
 
@@ -450,8 +474,11 @@ def learning_curve(
             (``test_fraction`` of the patients) unless ``test_rows`` fixes it, and one random
             order of the training pool whose prefixes are the training sets (nested sizes, the
             same rows for every source).
-        n_bootstrap: test-set resamples for the confidence interval ``ci`` (0: no interval).
+        n_bootstrap: resamples of the test patients for the confidence interval ``ci`` (0: no
+            interval; see ``metrics.bootstrap_metrics``).
         progress: called with a short line per fit.
+        class_names: the ``n_outputs`` class names, for the intervals' notes (default indices).
+        keep_scores: keep every fit's test scores in ``LearningCurve.scores``.
     """
     y = np.asarray(y)
     patient_ids = np.asarray(patient_ids)
@@ -471,7 +498,7 @@ def learning_curve(
     for name, source in sources.items():
         if isinstance(source, np.ndarray) and len(source) != n:
             raise ValueError(f"source {name!r} has {len(source)} rows, labels have {n}")
-    results, skipped = [], []
+    results, skipped, kept = [], [], []
 
     def skip(source, label, repeat, reason):
         skipped.append(
@@ -493,6 +520,11 @@ def learning_curve(
             skip("*", "*", repeat, f"the test set of {len(test)} rows holds a single class")
             continue
         order = np.random.default_rng(seed + repeat).permutation(pool)
+        note = (
+            interval_note(y[test], kind, n_outputs, patient_ids[test], class_names)
+            if n_bootstrap > 0
+            else ""
+        )
         planned = {}
         for size in sizes:
             label = str(size)
@@ -516,7 +548,11 @@ def learning_curve(
                 except ProbeError as error:
                     skip(name, label, repeat, str(error))
                     continue
-                values = score_predictions(y[test], scores, kind, n_bootstrap, ci, seed + repeat)
+                values = score_predictions(
+                    y[test], scores, kind, n_bootstrap, ci, seed + repeat, patient_ids[test]
+                )
+                if keep_scores:
+                    kept.append(FitScores(name, label, repeat, test, np.asarray(scores)))
                 for metric in METRICS[kind]:
                     results.append(
                         dict(
@@ -531,6 +567,7 @@ def learning_curve(
                             ci_high=values.get(f"{metric}_ci_high", np.nan),
                             n_train=count,
                             n_test=len(test),
+                            ci_note=note,
                         )
                     )
                 if progress:
@@ -542,6 +579,7 @@ def learning_curve(
     return LearningCurve(
         pd.DataFrame(results, columns=list(RESULT_COLUMNS)),
         pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)),
+        kept,
     )
 
 

@@ -12,6 +12,9 @@ encoder (all embeddings equal) scores exactly the chance level, never better.
 
 The chance level is the same expectation for a random ranking of all candidates, query by query:
 ``1 - C(n_neg, k) / C(n_neg + n_pos, k)``, averaged over the queries.
+
+``retrieval_intervals`` puts a bootstrap interval over test patients around top-k accuracy: the
+gallery stays as it is and each query counts as often as its patient is drawn.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from pclr_jax.evaluation.resampling import resampling_plan
 
 # Cosine similarities closer than this are ties (float64 products of unit vectors).
 TIE_TOLERANCE = 1e-9
@@ -89,7 +94,8 @@ def retrieval_accuracy(
 
     Returns:
         ``retrieval_top{k}`` and ``chance_top{k}`` (means over queries; NaN when there is no
-        query), ``n_queries``, ``n_ecgs``, and ``query_rows`` (the rows used as queries).
+        query), ``n_queries``, ``n_ecgs``, ``query_rows`` (the rows used as queries) and
+        ``hits_top{k}`` (``(n_queries,)`` each query's expected top-k hit in [0, 1]).
     """
     ks = tuple(int(v) for v in k)
     if not ks or min(ks) < 1:
@@ -133,8 +139,36 @@ def retrieval_accuracy(
     for kk in ks:
         result[f"retrieval_top{kk}"] = float(hits[kk].mean()) if queries.size else float("nan")
         result[f"chance_top{kk}"] = float(chance[kk].mean()) if queries.size else float("nan")
+        result[f"hits_top{kk}"] = hits[kk]
     result["query_rows"] = queries
     return result
+
+
+def retrieval_intervals(
+    result: dict,
+    patient_ids: np.ndarray,
+    n_bootstrap: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Percentile-bootstrap bounds ``retrieval_top{k}_ci_low`` / ``_ci_high`` of a
+    ``retrieval_accuracy`` result over resampled test patients (``patient_ids``: the ``(N,)`` ids
+    given to ``retrieval_accuracy``): each query's hit is weighted by how often its patient is
+    drawn. NaN bounds when there is no query."""
+    rows = result["query_rows"]
+    plan = resampling_plan(np.asarray(patient_ids)[rows], n_rows=len(rows))
+    weights = plan.weights(np.random.default_rng(seed), n_bootstrap) if len(rows) else None
+    tail = 100 * (1 - ci) / 2
+    bounds = {}
+    for key in [k for k in result if k.startswith("hits_top")]:
+        name = key.replace("hits_", "retrieval_")
+        if weights is None:
+            low = high = float("nan")
+        else:
+            values = weights @ result[key] / weights.sum(axis=1)
+            low, high = np.percentile(values, [tail, 100 - tail])
+        bounds[f"{name}_ci_low"], bounds[f"{name}_ci_high"] = float(low), float(high)
+    return bounds
 
 
 def format_retrieval(result: dict, ks: Sequence[int] = (1, 5)) -> str:

@@ -2,7 +2,11 @@
 
 A cell lives in ``<study>/cells/<arm>/seed_<seed>/``:
 
+* ``config.json``: the resolved training config of the cell (base, the arm's overrides, seed),
+  written before training;
 * ``train/``: the training workdir (``train_and_evaluate``: checkpoints, metrics, encoder);
+* ``items.npz``: the per-test-item results behind the metrics (``pclr_jax.study.items``: each
+  retrieval query's hit, each probe's scores on the test ECGs, the test patients);
 * ``result.json``: written last, atomically, when the cell is complete: its metrics, the budget
   it actually spent, wall times. A cell with ``result.json`` is never redone;
 * ``failed.json``: the error of a cell that could not finish (e.g. out of memory, a non-finite
@@ -32,6 +36,7 @@ import pandas as pd
 
 RESULT = "result.json"
 FAILED = "failed.json"
+CONFIG = "config.json"
 
 
 def cell_directory(study_dir: str | os.PathLike, arm: str, seed: int) -> pathlib.Path:
@@ -47,6 +52,13 @@ def write_json_atomically(path: pathlib.Path, payload: Mapping[str, Any]) -> Non
 
 def read_result(directory: pathlib.Path) -> dict | None:
     path = directory / RESULT
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_config(directory: pathlib.Path) -> dict | None:
+    """The cell's resolved config as written before training (``None`` for cells run before
+    configs were recorded)."""
+    path = directory / CONFIG
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -67,12 +79,14 @@ def run_cell(spec, arm: str, seed: int, study_dir: str | os.PathLike) -> dict:
     import jax
 
     from pclr_jax.benchmarking.report import machine_facts
+    from pclr_jax.study.items import write_items
     from pclr_jax.training.loop import train_and_evaluate
 
     directory = cell_directory(study_dir, arm, seed)
     train_dir = directory / "train"
     train_dir.mkdir(parents=True, exist_ok=True)
     config = spec.cell_config(arm, seed)
+    write_json_atomically(directory / CONFIG, json.loads(config.to_json_best_effort()))
     resumed_from = latest_checkpoint_step(train_dir)
     start = time.perf_counter()
     summary = train_and_evaluate(config, train_dir)
@@ -80,7 +94,11 @@ def run_cell(spec, arm: str, seed: int, study_dir: str | os.PathLike) -> dict:
         return summary
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    metrics, skipped = evaluate_encoder(train_dir / "encoder", config, spec.evaluation, seed)
+    items: dict = {}
+    metrics, skipped = evaluate_encoder(
+        train_dir / "encoder", config, spec.evaluation, seed, items=items
+    )
+    write_items(directory, items.pop("patient_id"), items)
     steps = int(summary["step"])
     result = {
         "arm": arm,
@@ -132,16 +150,18 @@ def embed_prepared(encoder, prepared, batch_size: int) -> np.ndarray:
 
 
 def evaluate_encoder(
-    encoder_dir, config, evaluation: Mapping[str, Any], seed: int
+    encoder_dir, config, evaluation: Mapping[str, Any], seed: int, items: dict | None = None
 ) -> tuple[dict[str, float], list[str]]:
     """Retrieval and probe metrics of a trained encoder (see the module docstring), and the
     probe fits that could not be made, with their reasons (e.g. a single class in the test
-    split)."""
+    split). ``items``, when given, receives the ``items.npz`` arrays (``pclr_jax.study.items``)
+    and ``patient_id``."""
     from pclr_jax.data.prepared import load_prepared
     from pclr_jax.embedding.embedder import load_encoder
     from pclr_jax.evaluation import learning_curve
     from pclr_jax.evaluation.inputs import task_labels
-    from pclr_jax.training.periodic_eval import retrieval_metrics
+    from pclr_jax.evaluation.retrieval import retrieval_accuracy
+    from pclr_jax.study.items import probe_arrays, retrieval_arrays
 
     batch_size = int(config.eval.batch_size)
     encoder = load_encoder(encoder_dir, output="embed", batch_size=batch_size)
@@ -153,14 +173,21 @@ def evaluate_encoder(
     }
     features = {role: embed_prepared(encoder, s, batch_size) for role, s in splits.items()}
     test_index = splits["test_split"].index.reset_index(drop=True)
-    retrieval = retrieval_metrics(features["test_split"], test_index)
-    metrics = {k: v for k, v in retrieval.items() if k.startswith("retrieval_top")}
+    groups = test_index["ecg_group"].to_numpy() if "ecg_group" in test_index else None
+    retrieval = retrieval_accuracy(
+        features["test_split"], test_index["patient_id"].to_numpy(), (1, 5), groups
+    )
+    metrics = {f"retrieval_top{k}": float(retrieval[f"retrieval_top{k}"]) for k in (1, 5)}
+    if items is not None:
+        items["patient_id"] = test_index["patient_id"].to_numpy()
+        items.update(retrieval_arrays(retrieval))
 
     table = pd.concat([splits["fit_split"].index, test_index], ignore_index=True).reset_index(
         drop=True
     )
     all_features = np.concatenate([features["fit_split"], features["test_split"]])
-    is_test = np.arange(len(table)) >= len(splits["fit_split"].index)
+    n_fit = len(splits["fit_split"].index)
+    is_test = np.arange(len(table)) >= n_fit
     sizes = list(evaluation["label_sizes"])
     skipped = []
     for spec in evaluation["tasks"]:
@@ -185,11 +212,24 @@ def evaluate_encoder(
                 test_rows=test_rows,
                 n_bootstrap=0,
                 seed=seed,
+                keep_scores=items is not None,
             )
             skipped += sorted(
                 {f"{r.task}@{r.size_label}: {r.reason}" for r in curve.skipped.itertuples()}
             )
             primary = curve.results[curve.results["metric"] == task.metric]
             for label, values in primary.groupby("size_label"):
-                metrics[f"{task.column}_{task.metric}@{label}"] = float(values["value"].mean())
+                name = f"{task.column}_{task.metric}@{label}"
+                metrics[name] = float(values["value"].mean())
+                if items is not None:
+                    fits = [s for s in curve.scores if s.size_label == label]
+                    items.update(
+                        probe_arrays(
+                            name,
+                            task.kind,
+                            rows[test_rows] - n_fit,
+                            y[test_rows],
+                            [fit.scores for fit in fits],
+                        )
+                    )
     return metrics, skipped

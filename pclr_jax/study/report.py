@@ -1,17 +1,23 @@
 """``pclr study report``: what the finished cells of a study say, with intervals.
 
-Writes into the study workdir:
+Writes into the study workdir (or, with ``publish``, into a folder to publish, with the study
+and every cell's ``config.json``, ``result.json`` and ``items.npz`` beside it):
 
 * ``results.csv``: one row per finished cell and metric (arm, seed, metric, value);
-* ``summary.csv``: per arm and metric the mean over seeds and its 95% t interval (``kind=arm``),
-  and per arm the paired difference to the reference arm over matched seeds (``kind=difference``:
-  mean, interval, p-value, resolved, constant);
-* ``report.md``: the budget each arm kept, the two tables, the resolved differences in plain
-  words, the failed and missing cells, and the method;
+* ``summary.csv``: per arm and metric the mean over seeds and its 95% interval (``kind=arm``),
+  and per arm the paired difference to the reference arm over matched seeds (``kind=difference``),
+  with the interval over seeds and test set where the cells kept their per-test-item results
+  (``two_source``), the seed-only t interval beside it, p-values adjusted over the study's
+  comparisons (``multiplicity``) and whether each survives;
+* ``summary.md``: those conclusions in plain words, generated from ``summary.csv``
+  (``summary_text``);
+* ``report.md``: the budget each arm kept (every config field), the tables, the plain words, the
+  failed and missing cells, and the method;
 * ``figures/metrics.png`` (per-seed values, means and intervals per arm) and
   ``figures/differences.png`` (paired differences to the reference with their intervals).
 
-The statistics are in ``pclr_jax.study.statistics`` (why t intervals and not a bootstrap).
+A folder with ``results.csv`` but no ``study.json`` (a study published before the cells were
+kept) gets ``summary.csv`` and ``summary.md`` from its ``results.csv``: seed-only statistics.
 """
 
 from __future__ import annotations
@@ -21,13 +27,30 @@ import json
 import math
 import pathlib
 import shlex
+import shutil
 from collections.abc import Sequence
 
+import ml_collections
 import numpy as np
 import pandas as pd
 
-from pclr_jax.study import cell, statistics
+from pclr_jax.study import cell, multiplicity, statistics, two_source
+from pclr_jax.study.budget import config_differences
+from pclr_jax.study.items import ITEMS, read_items
 from pclr_jax.study.runner import STUDY_FILE
+from pclr_jax.study.spec import study_from_config
+from pclr_jax.study.summary_text import (
+    SEEDS,
+    SEEDS_AND_TEST,
+    excluded_reasons,
+    plain_words,
+    summary_markdown,
+)
+
+SUMMARY_MD = "summary.md"
+N_BOOTSTRAP = 1000
+# Published beside the report, per cell.
+CELL_FILES = (cell.CONFIG, cell.RESULT, cell.FAILED, ITEMS)
 
 BUDGET_FIELDS = ("data", "steps", "batch_pairs", "ecgs_seen", "model_input")
 # Config fields an arm may override on purpose that change its budget.
@@ -60,37 +83,135 @@ def metric_order(metrics: Sequence[str], evaluation: dict) -> list[str]:
     return sorted(set(metrics), key=key)
 
 
-def summarize(results_frame: pd.DataFrame, arms: Sequence[str], reference: str) -> pd.DataFrame:
-    """``summary.csv``'s rows (see the module docstring)."""
+def identical_arms(results_frame: pd.DataFrame, arms: Sequence[str], reference: str) -> dict:
+    """``{arm: reason}`` for arms identical to the reference by construction: every metric equal
+    at every matched seed (at least two), so every difference is exactly 0."""
+    wide = results_frame.pivot_table(index=["metric", "seed"], columns="arm", values="value")
+    found = {}
+    for arm in arms:
+        if arm == reference or arm not in wide or reference not in wide:
+            continue
+        pairs = wide[[arm, reference]].dropna()
+        seeds = pairs.index.get_level_values("seed").nunique()
+        if seeds >= 2 and (pairs[arm] == pairs[reference]).all():
+            found[arm] = (
+                f"identical to {reference} at every matched seed on every metric: the same "
+                "function in this set-up"
+            )
+    return found
+
+
+def _test_deviations(metric: str, items: dict, n_bootstrap: int, seed: int) -> dict:
+    """``{(arm, seed): (B,) deviations}`` of one metric, or ``{}`` when the cells did not keep
+    comparable per-test-item results (``two_source.metric_deviations``)."""
+    cells = {
+        key: cell_items.metrics[metric]
+        for key, cell_items in items.items()
+        if metric in cell_items.metrics
+    }
+    if len(cells) < 2 or not two_source.same_test_items(cells):
+        return {}
+    patients = [items[key].patient_id for key in cells]
+    if any(not np.array_equal(p, patients[0]) for p in patients):
+        return {}
+    return two_source.metric_deviations(cells, patients[0], n_bootstrap, seed, metric)
+
+
+def _interval(values: dict, deviations: dict, keys: list) -> tuple:
+    """The interval used (over seeds and test set when every seed has deviations) and the
+    seed-only t interval, of the values at ``keys`` (seeds)."""
+    seed_only = statistics.t_interval([values[k] for k in keys])
+    if keys and all(k in deviations for k in keys):
+        matrix = np.stack([deviations[k] for k in keys], axis=1)
+        return two_source.two_source_interval([values[k] for k in keys], matrix), seed_only
+    return seed_only, seed_only
+
+
+def summarize(
+    results_frame: pd.DataFrame,
+    arms: Sequence[str],
+    reference: str,
+    items: dict | None = None,
+    *,
+    correction: str = "holm",
+    n_bootstrap: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """``summary.csv``'s rows (see the module docstring).
+
+    ``items``: ``{(arm, seed): CellItems}`` of the cells that kept them; with none, every
+    interval is over the seeds only.
+    """
+    items = items or {}
+    excluded = identical_arms(results_frame, arms, reference)
     rows = []
     for metric, part in results_frame.groupby("metric", sort=False):
         by_arm = {
             arm: dict(zip(values["seed"], values["value"], strict=True))
             for arm, values in part.groupby("arm")
         }
+        deviations = _test_deviations(metric, items, n_bootstrap, seed)
+        reference_values = by_arm.get(reference, {})
         for arm in arms:
             seeds = by_arm.get(arm, {})
-            interval = statistics.t_interval(list(seeds.values()))
-            rows.append(dict(kind="arm", arm=arm, metric=metric, **_fields(interval)))
-            if arm != reference and seeds and reference in by_arm:
-                difference = statistics.paired_difference(seeds, by_arm[reference])
-                rows.append(
-                    dict(
-                        kind="difference",
-                        arm=arm,
-                        metric=metric,
-                        **_fields(difference),
-                        p_value=difference.p_value,
-                        resolved=difference.resolved,
-                        constant=difference.constant,
-                    )
+            arm_deviations = {s: deviations[(arm, s)] for s in seeds if (arm, s) in deviations}
+            interval, seed_only = _interval(seeds, arm_deviations, sorted(seeds))
+            rows.append(dict(kind="arm", arm=arm, metric=metric, **_fields(interval, seed_only)))
+            if arm == reference or not seeds or not reference_values:
+                continue
+            matched = sorted(
+                s
+                for s in set(seeds) & set(reference_values)
+                if np.isfinite(seeds[s]) and np.isfinite(reference_values[s])
+            )
+            differences = {s: seeds[s] - reference_values[s] for s in matched}
+            paired = {
+                s: deviations[(arm, s)] - deviations[(reference, s)]
+                for s in matched
+                if (arm, s) in deviations and (reference, s) in deviations
+            }
+            interval, seed_only = _interval(differences, paired, matched)
+            rows.append(
+                dict(
+                    kind="difference",
+                    arm=arm,
+                    metric=metric,
+                    **_fields(interval, seed_only),
+                    p_value=interval.p_value,
+                    seed_p_value=seed_only.p_value,
+                    resolved=interval.resolved,
+                    constant=interval.constant,
+                    excluded=excluded.get(arm, ""),
                 )
-    return pd.DataFrame(rows)
+            )
+    summary = pd.DataFrame(rows)
+    summary["reference"] = reference
+    return _adjust(summary, correction)
 
 
-def _fields(interval: statistics.Interval) -> dict:
+def _adjust(summary: pd.DataFrame, correction: str) -> pd.DataFrame:
+    """Adds ``p_adjusted``, ``survives`` and ``correction`` over the counted comparisons."""
+    summary = summary.assign(p_adjusted=np.nan, survives=False, correction=correction)
+    if "excluded" not in summary:
+        return summary
+    family = (summary["kind"] == "difference") & (excluded_reasons(summary) == "")
+    adjusted = multiplicity.adjust(summary.loc[family, "p_value"], correction)
+    summary.loc[family, "p_adjusted"] = adjusted
+    summary.loc[family, "survives"] = adjusted < multiplicity.ALPHA
+    return summary
+
+
+def _fields(interval: statistics.Interval, seed_only: statistics.Interval) -> dict:
     return dict(
-        n=interval.n, mean=interval.mean, low=interval.low, high=interval.high, sd=interval.sd
+        n=interval.n,
+        mean=interval.mean,
+        low=interval.low,
+        high=interval.high,
+        sd=interval.sd,
+        test_sd=interval.test_sd,
+        interval=SEEDS if math.isnan(interval.test_sd) else SEEDS_AND_TEST,
+        seed_low=seed_only.low,
+        seed_high=seed_only.high,
     )
 
 
@@ -105,21 +226,47 @@ def _cell(mean: float, low: float, high: float, signed: bool = False) -> str:
     return f"{mean:{sign}.3f} [{low:{sign}.3f}, {high:{sign}.3f}]"
 
 
-def _budget_section(study: dict, results: list[dict], arms: list[str], reference: str) -> list:
-    budgets = {}
+def cell_configs(study_dir: pathlib.Path, study: dict, results: list[dict]) -> dict:
+    """``{(arm, seed): resolved config}`` of the finished cells: the ``config.json`` each cell
+    wrote, or for cells run before configs were recorded the one ``study.json`` resolves to
+    (marked by ``None`` in ``recorded``). Returns ``(configs, recorded)``."""
+    spec = None
+    configs, recorded = {}, {}
+    for result in results:
+        key = (result["arm"], result["seed"])
+        config = cell.read_config(cell.cell_directory(study_dir, *key))
+        recorded[key] = config is not None
+        if config is None:
+            if spec is None:
+                fields = ml_collections.ConfigDict({k: v for k, v in study.items() if k != "base"})
+                fields.base = ml_collections.ConfigDict(study["base"])
+                fields.arms = [(a["name"], a["overrides"]) for a in study["arms"]]
+                spec = study_from_config(fields)
+            config = json.loads(spec.cell_config(*key).to_json_best_effort())
+        configs[key] = config
+    return configs, recorded
+
+
+def _budget_section(
+    study: dict, results: list[dict], arms: list[str], reference: str, configs: tuple
+) -> list:
+    configs, recorded = configs
+    budgets, first_cell = {}, {}
     for result in results:  # what the cells actually spent; the first finished seed speaks
         budgets.setdefault(result["arm"], result["budget"])
+        first_cell.setdefault(result["arm"], (result["arm"], result["seed"]))
     overrides = {a["name"]: a["overrides"] for a in study["arms"]}
     lines = [
-        "| arm | data | steps | pairs per step | ECGs seen | input | budget |",
-        "| --- | --- | ---: | ---: | ---: | --- | --- |",
+        "| arm | data | steps | pairs per step | ECGs seen | input | budget "
+        "| other config fields |",
+        "| --- | --- | ---: | ---: | ---: | --- | --- | --- |",
     ]
     notes = []
     base = budgets.get(reference)
     for arm in arms:
         budget = budgets.get(arm)
         if budget is None:
-            lines.append(f"| {arm} | | | | | | no finished cell |")
+            lines.append(f"| {arm} | | | | | | no finished cell | |")
             continue
         differing = [f for f in BUDGET_FIELDS if base is not None and budget[f] != base[f]]
         unequal_seeds = {r["budget"]["steps"] for r in results if r["arm"] == arm} != {
@@ -128,9 +275,10 @@ def _budget_section(study: dict, results: list[dict], arms: list[str], reference
         verdict = "equal" if not differing else "differs: " + ", ".join(differing)
         if unequal_seeds:
             verdict += "; seeds trained for different step counts"
+        fields = _config_verdict(arm, reference, overrides, configs, first_cell, notes)
         lines.append(
             f"| {arm} | {budget['data']} | {budget['steps']:,} | {budget['batch_pairs']} | "
-            f"{budget['ecgs_seen']:,} | {budget['model_input']} | {verdict} |"
+            f"{budget['ecgs_seen']:,} | {budget['model_input']} | {verdict} | {fields} |"
         )
         if differing:
             by_design = [
@@ -145,51 +293,47 @@ def _budget_section(study: dict, results: list[dict], arms: list[str], reference
     if not notes:
         notes.append(
             f"- Every arm with a finished cell kept {reference}'s budget: same data, steps, "
-            "examples seen and evaluation."
+            "examples seen and evaluation, and every config field equal except the arms' "
+            "overrides."
+        )
+    if recorded and not all(recorded.values()):
+        notes.append(
+            "- Cells run before configs were recorded: their configs are resolved from "
+            "study.json (the study as run), not read from the cells."
         )
     return lines + [""] + notes
 
 
-def _plain_words(summary: pd.DataFrame, reference: str, confidence: float) -> list[str]:
-    differences = summary[summary["kind"] == "difference"]
-    if differences.empty:
-        return ["No arm has a finished cell at a seed the reference also finished."]
-    lines = []
-    for arm, part in differences.groupby("arm", sort=False):
-        if ((part["mean"] == 0) & (part["sd"].fillna(0) == 0)).all():
-            lines.append(
-                f"- **{arm}** vs {reference}: identical at every matched seed (every difference "
-                "exactly 0): in this set-up the two arms compute the same thing."
-            )
-            continue
-        if (part["n"] < 2).all():
-            lines.append(f"- **{arm}** vs {reference}: fewer than 2 matched seeds, no interval.")
-            continue
-        resolved = part[part["resolved"].astype(bool)]
-        constant = part[part["constant"].astype(bool) & (part["mean"] != 0)]
-        said = [
-            f"{'higher' if r.mean > 0 else 'lower'} {r.metric} "
-            f"({_cell(r.mean, r.low, r.high, signed=True)})"
-            for r in resolved.itertuples()
-        ]
-        noise = len(part) - len(resolved) - len(constant)
-        text = f"- **{arm}** vs {reference}: "
-        text += ("resolved: " + "; ".join(said) + ". ") if said else "no resolved difference. "
-        text += f"Within noise on {noise} of {len(part)} metrics."
-        if len(constant):
-            text += " The same nonzero difference at every matched seed, so no spread to judge "
-            text += "it by (not counted as resolved): " + "; ".join(
-                f"{r.metric} {r.mean:+.3f} at {r.n} seeds" for r in constant.itertuples()
-            )
-            text += "."
-        lines.append(text)
-    total = int((differences["n"] >= 2).sum())
-    lines.append(
-        f"\n{total} comparisons at {confidence:.0%} each: even if no arm differed from "
-        f"{reference}, about {total * (1 - confidence):.1f} of them would exclude 0 by chance; "
-        "read a single resolved difference on one metric with that in mind."
+def _config_verdict(arm, reference, overrides, configs, first_cell, notes) -> str:
+    """The budget table's last column: the arm's config fields (every one except the seed and
+    the two arms' overrides) against the reference's, and its cells against each other."""
+    if reference not in first_cell:
+        return ""
+    ignored = [*overrides.get(arm, {}), *overrides.get(reference, {})]
+    own = configs[first_cell[arm]]
+    differing = config_differences(configs[first_cell[reference]], own, ignored)
+    if differing and arm != reference:
+        notes.append(
+            f"- **{arm}**'s config differs from {reference}'s beyond the overrides: "
+            + "; ".join(differing)
+            + "."
+        )
+    between_seeds = sorted(
+        {
+            line
+            for key, config in configs.items()
+            if key[0] == arm
+            for line in config_differences(own, config)
+        }
     )
-    return lines
+    if between_seeds:
+        notes.append(f"- **{arm}**'s cells differ from each other in: {'; '.join(between_seeds)}.")
+    if not differing and not between_seeds:
+        return "same except overrides" if arm != reference else "reference"
+    parts = [f.partition(" ")[0] for f in differing] + [
+        f"between seeds: {f.partition(' ')[0]}" for f in between_seeds
+    ]
+    return "differ: " + ", ".join(parts)
 
 
 def _table(summary: pd.DataFrame, kind: str, arms: list[str], metrics: list[str]) -> list:
@@ -205,7 +349,8 @@ def _table(summary: pd.DataFrame, kind: str, arms: list[str], metrics: list[str]
                 continue
             r = row.iloc[0]
             text = _cell(r["mean"], r["low"], r["high"], signed=kind == "difference")
-            cells.append(f"**{text}**" if kind == "difference" and bool(r["resolved"]) else text)
+            survives = kind == "difference" and str(r["survives"]) == "True"
+            cells.append(f"**{text}**" if survives else text)
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     return lines
 
@@ -246,9 +391,9 @@ def plot_figures(frame, summary, arms, metrics, reference, out_dir: pathlib.Path
         for ax in list(axes.flat)[len(metrics) :]:
             ax.set_visible(False)
         title = (
-            "per arm: seeds (dots), mean and 95% t interval"
+            "per arm: seeds (dots), mean and 95% interval"
             if kind == "arm"
-            else f"paired difference to {reference} over matched seeds, 95% t interval"
+            else f"paired difference to {reference} over matched seeds, 95% interval"
         )
         figure.suptitle(title, fontsize=9)
         figure.tight_layout()
@@ -266,16 +411,7 @@ def _shell_quote(text: str) -> str:
     return shlex.quote(text)
 
 
-def write_report(study_dir, reference: str | None = None) -> pathlib.Path:
-    """Aggregates whatever cells have finished; returns the path of ``report.md``."""
-    study_dir = pathlib.Path(study_dir)
-    recorded = json.loads((study_dir / STUDY_FILE).read_text())
-    study, source = recorded["study"], recorded["source"]
-    arms = [a["name"] for a in study["arms"]]
-    reference = reference or study["reference_arm"]
-    if reference not in arms:
-        raise ValueError(f"reference arm {reference!r} is not an arm: {arms}")
-    results, failures = load_cells(study_dir)
+def _results_frame(results: list[dict], arms: list[str], metrics: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame(
         [
             dict(arm=r["arm"], seed=r["seed"], metric=m, value=v)
@@ -284,13 +420,86 @@ def write_report(study_dir, reference: str | None = None) -> pathlib.Path:
         ],
         columns=["arm", "seed", "metric", "value"],
     )
-    metrics = metric_order(frame["metric"].unique(), study["evaluation"])
     frame["order"] = frame["metric"].map({m: i for i, m in enumerate(metrics)})
     frame["arm_order"] = frame["arm"].map({a: i for i, a in enumerate(arms)})
-    frame = frame.sort_values(["arm_order", "seed", "order"]).drop(columns=["order", "arm_order"])
-    frame.to_csv(study_dir / "results.csv", index=False)
-    summary = summarize(frame, arms, reference) if len(frame) else pd.DataFrame()
-    summary.to_csv(study_dir / "summary.csv", index=False)
+    return frame.sort_values(["arm_order", "seed", "order"]).drop(columns=["order", "arm_order"])
+
+
+def summarize_results_only(folder, reference: str, correction: str = "holm") -> pathlib.Path:
+    """``summary.csv`` and ``summary.md`` of a folder that holds only ``results.csv`` (a study
+    published before the cells were kept): seed-only statistics. Returns ``summary.md``'s path."""
+    folder = pathlib.Path(folder)
+    frame = pd.read_csv(folder / "results.csv")
+    arms = list(dict.fromkeys(frame["arm"]))
+    if reference not in arms:
+        raise ValueError(f"reference arm {reference!r} is not in results.csv: {arms}")
+    summary = summarize(frame, arms, reference, correction=correction)
+    summary.to_csv(folder / "summary.csv", index=False)
+    path = folder / SUMMARY_MD
+    path.write_text(summary_markdown(pd.read_csv(folder / "summary.csv"), folder.name))
+    return path
+
+
+def publish_cells(study_dir: pathlib.Path, out: pathlib.Path) -> None:
+    """Copies ``study.json`` and each cell's small files (``CELL_FILES``) to ``out``."""
+    shutil.copy2(study_dir / STUDY_FILE, out / STUDY_FILE)
+    for directory in sorted((study_dir / "cells").glob("*/seed_*")):
+        target = out / directory.relative_to(study_dir)
+        for name in CELL_FILES:
+            if (directory / name).exists():
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(directory / name, target / name)
+
+
+def write_report(
+    study_dir,
+    reference: str | None = None,
+    *,
+    correction: str = "holm",
+    n_bootstrap: int = N_BOOTSTRAP,
+    publish=None,
+) -> pathlib.Path:
+    """Aggregates whatever cells have finished; returns the path of ``report.md``.
+
+    ``correction``: ``holm``, ``bh`` or ``none`` (``multiplicity``); ``n_bootstrap``: test-patient
+    resamples of the intervals over seeds and test set; ``publish``: a folder to write the report
+    into, with ``study.json`` and every cell's config, result and items (docs/studies/NAME).
+    A folder without ``study.json`` is summarised from its ``results.csv``
+    (``summarize_results_only``; ``reference`` needed) and ``summary.md``'s path returned.
+    """
+    study_dir = pathlib.Path(study_dir)
+    if not (study_dir / STUDY_FILE).exists() and (study_dir / "results.csv").exists():
+        if reference is None:
+            raise ValueError(f"{study_dir} holds no {STUDY_FILE}: name the reference arm")
+        return summarize_results_only(study_dir, reference, correction)
+    out = pathlib.Path(publish) if publish else study_dir
+    if out.resolve() != study_dir.resolve():
+        out.mkdir(parents=True, exist_ok=True)
+        publish_cells(study_dir, out)
+    recorded = json.loads((study_dir / STUDY_FILE).read_text())
+    study, source = recorded["study"], recorded["source"]
+    arms = [a["name"] for a in study["arms"]]
+    reference = reference or study["reference_arm"]
+    if reference not in arms:
+        raise ValueError(f"reference arm {reference!r} is not an arm: {arms}")
+    results, failures = load_cells(study_dir)
+    metrics = metric_order({m for r in results for m in r["metrics"]}, study["evaluation"])
+    frame = _results_frame(results, arms, metrics)
+    frame.to_csv(out / "results.csv", index=False)
+    items = {
+        (r["arm"], r["seed"]): found
+        for r in results
+        if (found := read_items(cell.cell_directory(study_dir, r["arm"], r["seed"]))) is not None
+    }
+    summary = (
+        summarize(frame, arms, reference, items, correction=correction, n_bootstrap=n_bootstrap)
+        if len(frame)
+        else pd.DataFrame()
+    )
+    summary.to_csv(out / "summary.csv", index=False)
+    if len(summary):  # generated from the file as written, as the README test reads it
+        summary = pd.read_csv(out / "summary.csv")
+        (out / SUMMARY_MD).write_text(summary_markdown(summary, out.resolve().name))
 
     done = {(r["arm"], r["seed"]) for r in results}
     failed = {(f["arm"], f["seed"]) for f in failures}
@@ -331,6 +540,8 @@ def write_report(study_dir, reference: str | None = None) -> pathlib.Path:
                 f"{max(loads):.1f} on {machine['cores']} cores"
                 + (": the machine was shared, wall times are not speed figures." if shared else ".")
             )
+    two_sources = len(summary) and (summary["interval"] == SEEDS_AND_TEST).any()
+    over = "seeds and test set" if two_sources else "seeds only"
     lines += [
         f"- Evaluation (the same for every arm): patient retrieval among the "
         f"`{evaluation['test_split']}` ECGs; linear probes of {', '.join(evaluation['tasks'])} "
@@ -340,25 +551,23 @@ def write_report(study_dir, reference: str | None = None) -> pathlib.Path:
         "",
         "## Budget",
         "",
-        *_budget_section(study, results, arms, reference),
+        *_budget_section(study, results, arms, reference, cell_configs(study_dir, study, results)),
         "",
-        "## Metrics per arm: mean over seeds [95% t interval]",
+        f"## Metrics per arm: mean over seeds [95% interval over {over}]",
         "",
         *(_table(summary, "arm", arms, metrics) if len(summary) else ["No finished cell."]),
         "",
-        f"## Difference to `{reference}` over matched seeds: mean [95% paired t interval]",
+        f"## Difference to `{reference}` over matched seeds: mean [95% interval over {over}]",
         "",
-        "Bold: the interval excludes 0 (resolved). Higher is better for every metric.",
+        "Bold: the difference survives "
+        f"{multiplicity.NAMES[correction]} over the study's comparisons. Higher is better for "
+        "every metric. The seed-only t intervals and every p-value: `summary.md`.",
         "",
         *(_table(summary, "difference", arms, metrics) if len(summary) else ["-"]),
         "",
         "## In plain words",
         "",
-        *(
-            _plain_words(summary, reference, statistics.CONFIDENCE)
-            if len(summary)
-            else ["No finished cell yet."]
-        ),
+        plain_words(summary) if len(summary) else "No finished cell yet.",
         "",
     ]
     skipped = sorted({f"{r['arm']}: {s}" for r in results for s in r.get("probe_skipped", [])})
@@ -375,21 +584,29 @@ def write_report(study_dir, reference: str | None = None) -> pathlib.Path:
         "",
         "Each cell trains the base config with the arm's overrides at one seed and evaluates "
         "the trained encoder; seed s gives every arm the same initialisation, batch order and "
-        "probe label draws. Per arm, the interval is Student's t over the seeds "
-        "(mean ± t(0.975, n-1)·sd/√n). Against the reference, the per-seed differences are "
-        "paired by seed and the interval is the paired t interval (scipy.stats.ttest_rel); a "
-        "difference is resolved when it excludes 0, and a nonzero difference that is the "
-        "same at every seed (zero spread, as a discrete metric at few seeds can give) is "
-        "reported as such and not counted as resolved. With 3-5 seeds the t interval is the "
-        "honest choice: a bootstrap can only resample the few seeds there are and its "
-        "percentile interval covers much less than 95%.",
+        "probe label draws. Against the reference, the per-seed differences are paired by seed. "
+        "Where the cells kept their per-test-item results (`items.npz`), the interval covers "
+        "both sources of noise: the paired t interval of the per-seed differences, widened by "
+        "the noise every seed shares, that of the test patients (estimated by resampling the "
+        "test patients, the same draw for every seed and both arms, stratified on the classes); "
+        "otherwise it is the paired t interval over seeds only (scipy.stats.ttest_rel), which "
+        "cannot see the test set's noise. Per arm, the interval is built the same way from the "
+        "arm's own values. p-values are adjusted over every arm x metric comparison "
+        f"({multiplicity.NAMES[correction]}); comparisons that are identically zero by "
+        "construction (an arm that computes the same function as the reference) are left out "
+        "of that count and named. A nonzero difference that is the same at every seed, with "
+        "no test-set noise known, has no spread to judge it by and is not counted as a finding. "
+        "docs/studies.md explains the statistics and their simulated coverage.",
         "",
-        "Files: `results.csv` (every cell's metrics), `summary.csv` (the tables above), "
-        "`figures/metrics.png`, `figures/differences.png`.",
+        "Files: `results.csv` (every cell's metrics), `summary.csv` (the tables above, with the "
+        "seed-only intervals and adjusted p-values), `summary.md` (the plain words, generated), "
+        "`figures/metrics.png`, `figures/differences.png`; per cell "
+        "`cells/<arm>/seed_<seed>/config.json` (its resolved config), `result.json` (its "
+        "metrics, budget, machine) and `items.npz` (its per-test-item results).",
         "",
     ]
     if len(summary):
-        plot_figures(frame, summary, arms, metrics, reference, study_dir / "figures")
-    path = study_dir / "report.md"
+        plot_figures(frame, summary, arms, metrics, reference, out / "figures")
+    path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -17,6 +17,9 @@ interval is the point itself, and a nonzero difference of that kind is *constant
 It happens with discrete metrics at few seeds (retrieval top-1 over 522 queries moves in steps of
 1/522: two seeds that both gain one query give a zero-width interval), where the t interval's
 zero width says nothing about how large the noise really is.
+
+These intervals cover the seeds only: every seed is scored on the same test set, whose own noise
+they cannot see. ``two_source`` adds it when the cells kept their per-test-item results.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ CONFIDENCE = 0.95
 
 @dataclasses.dataclass(frozen=True)
 class Interval:
-    """A mean over ``n`` values with its two-sided ``confidence`` t interval ``[low, high]``
-    (NaN for n < 2), the values' standard deviation ``sd`` and, for differences, the two-sided
-    p-value of the t test of mean 0."""
+    """A mean over ``n`` values with its two-sided ``confidence`` interval ``[low, high]`` (NaN for
+    n < 2), the values' standard deviation ``sd`` and, for differences, the two-sided p-value of
+    mean 0. ``test_sd``: the standard deviation the test set adds to the mean (``two_source``);
+    NaN for a seed-only t interval."""
 
     mean: float
     low: float
@@ -41,11 +45,13 @@ class Interval:
     n: int
     sd: float
     p_value: float = float("nan")
+    test_sd: float = float("nan")
 
     @property
     def constant(self) -> bool:
-        """True when two or more values are all equal: no spread to judge noise by."""
-        return self.n >= 2 and self.sd == 0.0
+        """True when two or more values are all equal and no test-set noise is known: no spread
+        to judge noise by."""
+        return self.n >= 2 and self.sd == 0.0 and not self.test_sd > 0
 
     @property
     def resolved(self) -> bool:
