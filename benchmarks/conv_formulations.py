@@ -223,7 +223,7 @@ def steps(dtypes: list[str], formulations: list, pairs: int, rounds: int) -> lis
             state = create_train_state(
                 config, get_loss("ntxent"), optimizer, jax.random.key(0), mesh
             )
-            step = make_train_step(config, "ntxent", {"temperature": 0.1}, optimizer, mesh)
+            step = make_train_step(config, get_loss("ntxent", temperature=0.1), optimizer, mesh)
             batch = _batch(config, pairs, mesh)
             start = time.perf_counter()
             state, metrics = step(state, batch)

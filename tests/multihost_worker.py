@@ -77,7 +77,7 @@ def one_step(mesh, local_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     )
     optimizer, _ = make_optimizer(opt_cfg, GLOBAL_PAIRS, total_steps=10)
     state = create_train_state(config, get_loss("ntxent"), optimizer, jax.random.key(0), mesh)
-    step = make_train_step(config, "ntxent", {"temperature": 0.1}, optimizer, mesh)
+    step = make_train_step(config, get_loss("ntxent", temperature=0.1), optimizer, mesh)
     sharding = NamedSharding(mesh, P("data"))
     batch = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
     initial = _flat_state(state)

@@ -194,7 +194,7 @@ def test_train_step_with_one_microbatch_equals_direct_step():
     for microbatch in (None, PAIRS // 2):
         state = create_train_state(TINY, get_loss("ntxent"), optimizer, jax.random.key(1), mesh)
         step = make_train_step(
-            TINY, "ntxent", {}, optimizer, mesh, grad_cache_microbatch=microbatch
+            TINY, get_loss("ntxent"), optimizer, mesh, grad_cache_microbatch=microbatch
         )
         results.append(jax.device_get(step(state, batch)))
     (direct_state, direct_metrics), (cached_state, cached_metrics) = results

@@ -39,7 +39,7 @@ def test_the_compiled_step_agrees_on_the_stop_signal_with_one_int32_max_all_redu
     mesh = make_mesh()
     optimizer, _ = _optimizer()
     loss = get_loss("ntxent", **LOSS_HPARAMS)
-    step = make_train_step(TINY, "ntxent", LOSS_HPARAMS, optimizer, mesh)
+    step = make_train_step(TINY, get_loss("ntxent", **LOSS_HPARAMS), optimizer, mesh)
     state = create_train_state(TINY, loss, optimizer, jax.random.key(0), mesh)
     batch = _sharded(_batch(), mesh)
     control = _control(mesh, [0, 0, 0, 15, 0, 2, 0, 0])

@@ -86,8 +86,7 @@ def test_unknown_precision_and_float16_training_are_refused():
     with pytest.raises(ValueError, match="without loss scaling"):
         make_train_step(
             TINY.replace(dtype="float16"),
-            "ntxent",
-            {},
+            get_loss("ntxent"),
             optax.sgd(0.1),
             make_mesh(jax.devices()[:1]),
         )

@@ -15,7 +15,7 @@ from pclr_jax.runtime.distributed import make_mesh
 from pclr_jax.runtime.layout import to_lane_dense
 from pclr_jax.step.optimizers import make_optimizer
 from pclr_jax.step.train_state import create_train_state
-from pclr_jax.step.train_step import make_embed_fn, make_train_step
+from pclr_jax.step.train_step import make_embed_fn, make_gradient_fn, make_train_step
 
 TINY = EncoderConfig(
     n_samples=256,
@@ -128,9 +128,10 @@ def setup():
                 "grad_norm": jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads))),
                 **metrics,
             },
+            grads,
         )
 
-    params, stats, metrics = _host(reference(state, batch))
+    params, stats, metrics, grads = _host(reference(state, batch))
     return dict(
         optimizer=optimizer,
         schedule=schedule,
@@ -139,6 +140,7 @@ def setup():
         params=params,
         batch_stats=stats,
         metrics=metrics,
+        grads=grads,
     )
 
 
@@ -150,7 +152,7 @@ def _fresh_state(setup, mesh):
 def test_step_equals_single_device_reference(setup, n_devices):
     mesh = make_mesh(jax.devices()[:n_devices])
     assert mesh.size == n_devices
-    step = make_train_step(TINY, "ntxent", LOSS_HPARAMS, setup["optimizer"], mesh)
+    step = make_train_step(TINY, get_loss("ntxent", **LOSS_HPARAMS), setup["optimizer"], mesh)
     state = _fresh_state(setup, mesh)
     old_arrays = [leaf for leaf in jax.tree.leaves(state) if leaf.ndim]
 
@@ -174,13 +176,35 @@ def test_step_equals_single_device_reference(setup, n_devices):
     assert max(jax.tree.leaves(moved)) > 1e-3
 
 
+@pytest.mark.parametrize("n_devices", [8, 1])
+def test_gradient_fn_gives_the_reference_gradients_without_updating(setup, n_devices):
+    """make_gradient_fn: the gradient the step applies (of the global loss, before clipping),
+    equal to the single-device reference's jax.grad; the state is neither donated nor moved."""
+    mesh = make_mesh(jax.devices()[:n_devices])
+    gradients = make_gradient_fn(TINY, get_loss("ntxent", **LOSS_HPARAMS), mesh)
+    state = _fresh_state(setup, mesh)
+    metrics, grads = _host(gradients(state, _sharded(setup["batch"], mesh)))
+
+    assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(state))
+    assert jax.tree.structure(grads) == jax.tree.structure(setup["grads"])
+    for actual, expected in zip(
+        jax.tree.leaves(grads), jax.tree.leaves(setup["grads"]), strict=True
+    ):
+        scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5 * scale)
+    for name in ("loss", "contrastive_accuracy"):
+        np.testing.assert_allclose(metrics[name], setup["metrics"][name], rtol=RTOL)
+    global_norm = np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(grads)))
+    np.testing.assert_allclose(global_norm, setup["metrics"]["grad_norm"], rtol=RTOL)
+
+
 def test_per_device_batch_norm(setup):
     """sync_batch_norm=False: each device normalises with its own statistics."""
     mesh = make_mesh()
     devices = mesh.size
     local = PAIRS // devices
     step = make_train_step(
-        TINY, "ntxent", LOSS_HPARAMS, setup["optimizer"], mesh, sync_batch_norm=False
+        TINY, get_loss("ntxent", **LOSS_HPARAMS), setup["optimizer"], mesh, sync_batch_norm=False
     )
     new_state, metrics = _host(step(_fresh_state(setup, mesh), _sharded(setup["batch"], mesh)))
 
@@ -232,7 +256,9 @@ def test_bf16_step_keeps_float32_state_and_traces_once(setup):
         register("counting_ntxent_test", _counting_ntxent)
     mesh = make_mesh(jax.devices()[:2])
     config = TINY.replace(dtype="bfloat16")
-    step = make_train_step(config, "counting_ntxent_test", LOSS_HPARAMS, setup["optimizer"], mesh)
+    step = make_train_step(
+        config, get_loss("counting_ntxent_test", **LOSS_HPARAMS), setup["optimizer"], mesh
+    )
     state = _fresh_state(setup, mesh)
     losses = []
     for seed in range(3):
@@ -264,7 +290,7 @@ def test_float16_lane_dense_views_are_cast_inside_the_step_and_train_it_exactly(
     the compiled step takes them as f16 parameters of that shape and converts and reshapes them
     itself, with the same result as float32 (G, samples, leads) views, bit for bit."""
     mesh = make_mesh(jax.devices()[:4])
-    step = make_train_step(TINY, "ntxent", LOSS_HPARAMS, setup["optimizer"], mesh)
+    step = make_train_step(TINY, get_loss("ntxent", **LOSS_HPARAMS), setup["optimizer"], mesh)
     full = _batch(3)
     half = dict(full, view_a=to_lane_dense(full["view_a"]), view_b=to_lane_dense(full["view_b"]))
     half = {k: v.astype(np.float16) if k != "patient_id" else v for k, v in half.items()}

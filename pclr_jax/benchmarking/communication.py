@@ -322,7 +322,9 @@ def compiled_step_hlo(
         "view_b": view,
         "patient_id": jax.ShapeDtypeStruct((global_pairs,), jnp.int32, sharding=rows),
     }
-    step = make_train_step(config, "ntxent", {}, optimizer, mesh, sync_batch_norm=sync_batch_norm)
+    step = make_train_step(
+        config, get_loss("ntxent"), optimizer, mesh, sync_batch_norm=sync_batch_norm
+    )
     return step.lower(state, batch).compile().as_text()
 
 

@@ -140,8 +140,7 @@ def compile_train_step(
     n_params = count_parameters({"p": state.params["model"], "s": state.batch_stats})
     step_fn = make_train_step(
         config,
-        "ntxent",
-        _loss_hparams(chunk_size),
+        get_loss("ntxent", **_loss_hparams(chunk_size)),
         optimizer,
         mesh,
         grad_cache_microbatch=grad_cache_microbatch or None,

@@ -86,6 +86,10 @@ class ContrastiveLoss:
     axis_name: str | None
     hparams: Mapping[str, Any]
 
+    def on_axis(self, axis_name: str | None) -> ContrastiveLoss:
+        """The same loss, gathering negatives over mesh axis ``axis_name`` (None: one device)."""
+        return dataclasses.replace(self, axis_name=axis_name)
+
     def init_params(self) -> dict:
         """The learnable loss parameters (a dict of float32 scalars; ``{}`` for most losses)."""
         kwargs = {k: self.hparams[k] for k in self.definition.init_defaults}

@@ -43,7 +43,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from pclr_jax.losses import get_loss
+from pclr_jax.losses import ContrastiveLoss
 from pclr_jax.model.encoder import EncoderConfig, PCLRModel
 from pclr_jax.runtime.distributed import DATA_AXIS
 from pclr_jax.runtime.layout import to_lane_dense
@@ -97,58 +97,23 @@ def agree_on_stop(signals: jax.Array) -> jax.Array:
     return lax.pmax(code, DATA_AXIS) % STOP_CODE_BASE
 
 
-def make_train_step(
+def _device_gradients(
     model_config: EncoderConfig,
-    loss_name: str,
-    loss_hparams: Mapping[str, Any] | None,
-    optimizer: optax.GradientTransformation,
-    mesh: Mesh,
-    sync_batch_norm: bool = True,
-    grad_cache_microbatch: int | None = None,
-) -> TrainStep:
-    """The jitted training step ``step(state, batch) -> (state, metrics)``; ``state`` is donated.
-
-    Args:
-      model_config: the model (``dtype='bfloat16'`` for bf16 compute; parameters, optimizer
-        state, batch statistics and the loss stay float32).
-      loss_name, loss_hparams: the loss, as for :func:`pclr_jax.losses.get_loss`.
-      optimizer: from :func:`pclr_jax.step.optimizers.make_optimizer` (its state carries the
-        learning rate reported in the metrics).
-      mesh: the ``'data'`` mesh; the state is replicated on it.
-      sync_batch_norm: average batch statistics over all devices (global batch norm); False for
-        per-device statistics.
-      grad_cache_microbatch: None for the direct step; otherwise pairs per micro-batch per device
-        for gradient caching (must divide the per-device batch; see ``pclr_jax.step.gradcache``).
-
-    The returned ``step(state, batch, control=None)`` takes ``batch = {'view_a': (G, samples, leads)
-    mV, 'view_b': (G, samples, leads), 'patient_id': (G,) int32}`` sharded ``P('data')`` (G global
-    pairs, divisible by the device count; other array-valued keys are ignored). A view may hold each
-    ECG's ``samples x leads`` values in any shape, e.g. lane-dense ``(G, samples x leads / 128,
-    128)`` as the feeds send them (:mod:`pclr_jax.runtime.layout`); the step reshapes. The views may
-    be float16 (as stored and as the feeds send them: half the bytes of float32) or float32; the
-    step casts them to float32 inside its compiled program, exactly. (The batch is not donated: no
-    output has its shape, so JAX would drop the donation with a warning; the loop keeps no reference
-    to a batch, so its memory returns when the step has run.) It returns global, replicated float32
-    scalar metrics: ``loss``, the loss's own metrics (e.g. ``contrastive_accuracy``),
-    ``learning_rate`` (used by this update) and ``grad_norm`` (global norm before clipping).
-
-    ``control`` (the training loop's; optional) is ``{'signals': (devices,) int32 sharded
-    P('data'), the signal number each device's process received (0: none), 'nonfinite_step': ()
-    int32 replicated, the first step whose loss was not finite (0: none so far)}``; with it the
-    metrics also hold int32 ``stop_signal`` (:func:`agree_on_stop`) and ``nonfinite_step`` (the
-    input's, or this step's number ``state.step + 1`` if it is the first non-finite loss).
-
-    Raises:
-      ValueError: ``model_config.dtype == 'float16'``: training in float16 needs loss scaling,
-        which this step does not do (use ``'bfloat16'``).
-    """
+    loss: ContrastiveLoss,
+    sync_batch_norm: bool,
+    grad_cache_microbatch: int | None,
+) -> Callable[[TrainState, Batch], tuple[tuple[jax.Array, dict], Any, Any]]:
+    """The per-device part of a step before the update, for use under ``shard_map`` over
+    ``'data'``: ``(state, local batch) -> ((global loss, local loss metrics), global gradients,
+    this device's new batch statistics)``. Shared by :func:`make_train_step` and
+    :func:`make_gradient_fn`, so that both see the same loss, dropout keys and gradients."""
     if model_config.dtype == "float16":
         raise ValueError(
             "model.dtype='float16' cannot train without loss scaling, which pclr-jax does not "
             "do: float16 flushes gradients below 6e-8 to zero and overflows above 65504. Use "
             "'bfloat16' (float32's range, as fast on GPUs since Ampere and on TPUs) or 'float32'"
         )
-    loss = get_loss(loss_name, axis_name=DATA_AXIS, **dict(loss_hparams or {}))
+    loss = loss.on_axis(DATA_AXIS)
     model = PCLRModel(model_config, bn_axis_name=DATA_AXIS if sync_batch_norm else None)
     forward = make_forward(model)
 
@@ -192,12 +157,10 @@ def make_train_step(
         shape = (view.shape[0], model_config.n_samples, model_config.n_leads)
         return view.reshape(shape).astype(jnp.float32)
 
-    def per_device(
-        state: TrainState, batch: Batch, control: Control | None
-    ) -> tuple[TrainState, dict[str, jax.Array]]:
+    def device_gradients(state: TrainState, batch: Batch):
         step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         device_key = jax.random.fold_in(step_key, lax.axis_index(DATA_AXIS))
-        (value, loss_metrics), grads, batch_stats = value_and_grad(
+        return value_and_grad(
             state.params,
             state.batch_stats,
             as_ecgs(batch["view_a"]),
@@ -205,6 +168,62 @@ def make_train_step(
             batch["patient_id"],
             device_key,
         )
+
+    return device_gradients
+
+
+def make_train_step(
+    model_config: EncoderConfig,
+    loss: ContrastiveLoss,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    sync_batch_norm: bool = True,
+    grad_cache_microbatch: int | None = None,
+) -> TrainStep:
+    """The jitted training step ``step(state, batch) -> (state, metrics)``; ``state`` is donated.
+
+    Args:
+      model_config: the model (``dtype='bfloat16'`` for bf16 compute; parameters, optimizer
+        state, batch statistics and the loss stay float32).
+      loss: from :func:`pclr_jax.losses.get_loss`, the same object that
+        :func:`~pclr_jax.step.train_state.create_train_state` initialised the state's loss
+        parameters with (its ``axis_name`` is set to the mesh's ``'data'`` axis here).
+      optimizer: from :func:`pclr_jax.step.optimizers.make_optimizer` (its state carries the
+        learning rate reported in the metrics).
+      mesh: the ``'data'`` mesh; the state is replicated on it.
+      sync_batch_norm: average batch statistics over all devices (global batch norm); False for
+        per-device statistics.
+      grad_cache_microbatch: None for the direct step; otherwise pairs per micro-batch per device
+        for gradient caching (must divide the per-device batch; see ``pclr_jax.step.gradcache``).
+
+    The returned ``step(state, batch, control=None)`` takes ``batch = {'view_a': (G, samples, leads)
+    mV, 'view_b': (G, samples, leads), 'patient_id': (G,) int32}`` sharded ``P('data')`` (G global
+    pairs, divisible by the device count; other array-valued keys are ignored). A view may hold each
+    ECG's ``samples x leads`` values in any shape, e.g. lane-dense ``(G, samples x leads / 128,
+    128)`` as the feeds send them (:mod:`pclr_jax.runtime.layout`); the step reshapes. The views may
+    be float16 (as stored and as the feeds send them: half the bytes of float32) or float32; the
+    step casts them to float32 inside its compiled program, exactly. (The batch is not donated: no
+    output has its shape, so JAX would drop the donation with a warning; the loop keeps no reference
+    to a batch, so its memory returns when the step has run.) It returns global, replicated float32
+    scalar metrics: ``loss``, the loss's own metrics (e.g. ``contrastive_accuracy``),
+    ``learning_rate`` (used by this update) and ``grad_norm`` (global norm before clipping).
+
+    ``control`` (the training loop's; optional) is ``{'signals': (devices,) int32 sharded
+    P('data'), the signal number each device's process received (0: none), 'nonfinite_step': ()
+    int32 replicated, the first step whose loss was not finite (0: none so far)}``; with it the
+    metrics also hold int32 ``stop_signal`` (:func:`agree_on_stop`) and ``nonfinite_step`` (the
+    input's, or this step's number ``state.step + 1`` if it is the first non-finite loss).
+
+    Raises:
+      ValueError: ``model_config.dtype == 'float16'``: training in float16 needs loss scaling,
+        which this step does not do (use ``'bfloat16'``).
+    """
+    device_gradients = _device_gradients(model_config, loss, sync_batch_norm, grad_cache_microbatch)
+
+    def per_device(
+        state: TrainState, batch: Batch, control: Control | None
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        (value, loss_metrics), grads, batch_stats = device_gradients(state, batch)
         batch_stats = lax.pmean(batch_stats, DATA_AXIS)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new_state = state.replace(
@@ -241,6 +260,36 @@ def make_train_step(
         return sharded(state, {key: batch[key] for key in BATCH_KEYS}, control)
 
     return jax.jit(step, donate_argnums=0)
+
+
+def make_gradient_fn(
+    model_config: EncoderConfig,
+    loss: ContrastiveLoss,
+    mesh: Mesh,
+    sync_batch_norm: bool = True,
+    grad_cache_microbatch: int | None = None,
+) -> Callable[[TrainState, Batch], tuple[dict[str, jax.Array], Any]]:
+    """``gradients(state, batch) -> (metrics, grads)``: what :func:`make_train_step` with the same
+    arguments computes before its optimizer update, without updating (``state`` is not donated).
+
+    ``grads`` has the structure of ``state.params`` (``{'model': ..., 'loss': ...}``): the gradient
+    of the global loss, float32, replicated, before clipping (the step's ``grad_norm`` is its global
+    norm). ``metrics`` holds ``loss`` and the loss's own metrics. For studying a loss variant's
+    gradients, or checking them against another implementation; the batch is as for the step.
+    """
+    device_gradients = _device_gradients(model_config, loss, sync_batch_norm, grad_cache_microbatch)
+
+    def per_device(state: TrainState, batch: Batch):
+        (value, loss_metrics), grads, _ = device_gradients(state, batch)
+        return {"loss": value, **lax.pmean(loss_metrics, DATA_AXIS)}, grads
+
+    def gradients(state: TrainState, batch: Batch):
+        sharded = jax.shard_map(
+            per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P())
+        )
+        return sharded(state, {key: batch[key] for key in BATCH_KEYS})
+
+    return jax.jit(gradients)
 
 
 def _on_mesh(x: Any, sharding: NamedSharding) -> jax.Array:

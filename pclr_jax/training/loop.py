@@ -102,13 +102,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path) 
     feed = make_train_feed(config, train_split, mesh)
 
     optimizer, schedule = make_optimizer(config.optimizer, config.batch_pairs, config.total_steps)
-    loss_hparams = config.loss.hparams.to_dict()
-    loss = get_loss(config.loss.name, axis_name="data", **loss_hparams)
+    loss = get_loss(config.loss.name, **config.loss.hparams.to_dict())
     state = create_train_state(model_config, loss, optimizer, jax.random.key(config.seed), mesh)
     train_step = make_train_step(
         model_config,
-        config.loss.name,
-        loss_hparams,
+        loss,
         optimizer,
         mesh,
         sync_batch_norm=config.sync_batch_norm,
