@@ -32,6 +32,12 @@ def test_a_killed_process_stops_the_other_with_status_75_and_a_restart_resumes(
     procs = start_job(command, REPO)
     try:
         wait_for_step(tmp_path, 5, procs[0], timeout=TIMEOUT_S)
+        # Checkpoints are saved asynchronously: on a loaded machine step 3's may still be in
+        # its temporary folder when step 5 is logged. Kill once one is complete.
+        deadline = time.monotonic() + TIMEOUT_S
+        while not checkpoint_steps(tmp_path):
+            assert procs[0].poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
         procs[1].send_signal(signal.SIGKILL)  # the Python process of rank 1 itself
         killed = time.monotonic()
         output = procs[0].communicate(timeout=120)[0]
