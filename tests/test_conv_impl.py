@@ -224,8 +224,68 @@ def test_encoder_outputs_and_gradients_agree_across_impls(case):
             _close(a, e, rtol=1e-4)
 
 
+def test_auto_resolves_per_backend_as_the_table_says():
+    """CPU measured (docs/speed_cpu.md); GPU and TPU the plain lax convolution until the
+    accelerator check has measured them; a backend not in the table gets the fallback."""
+    assert conv.AUTO_IMPL == {
+        "cpu": ("space_to_depth", "xla"),
+        "gpu": ("xla", "xla"),
+        "tpu": ("xla", "xla"),
+    }
+    assert conv.AUTO_FALLBACK == ("xla", "xla")
+    for backend in ("cpu", "gpu", "tpu", "some_new_backend"):
+        training, inference = conv.AUTO_IMPL.get(backend, conv.AUTO_FALLBACK)
+        assert conv.resolve_impl("auto", train=True, backend=backend) == training
+        assert conv.resolve_impl("auto", train=False, backend=backend) == inference
+        assert conv.resolve_impl("space_to_depth_grad", True, backend) == "space_to_depth_grad"
+
+
+def _convs(jaxpr):
+    """Every ``conv_general_dilated`` equation of a jaxpr, nested jaxprs included."""
+    import jax.extend
+
+    found = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "conv_general_dilated"]
+    for eqn in jaxpr.eqns:
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            found += _convs(sub)
+    return found
+
+
+def test_auto_programs_follow_the_table_on_this_backend():
+    """In the programs themselves: on CPU, "auto" trains the stride-4 layers without the
+    lhs-dilated input-gradient convolution that "xla" has (space-to-depth), and infers with the
+    strided lax convolution."""
+    assert jax.default_backend() == "cpu"
+    config = EncoderConfig(
+        n_samples=256, unit_samples=(64, 16, 4, 1), unit_filters=(8, 8, 8, 8), stem_filters=8
+    )
+    x = jnp.ones((2, 256, 12), jnp.float32)
+
+    variables = init_variables(config, jax.random.key(0))
+
+    def train_convs(impl):
+        model = PCLRModel(config.replace(conv_impl=impl))
+
+        def loss(params):
+            out, _ = model.apply(
+                {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+            )
+            return jnp.sum(out[1])
+
+        return _convs(jax.make_jaxpr(jax.grad(loss))(variables["params"]).jaxpr)
+
+    dilated = {
+        impl: [e for e in train_convs(impl) if max(e.params["lhs_dilation"]) > 1]
+        for impl in ("auto", "xla")
+    }
+    assert dilated["auto"] == [] and len(dilated["xla"]) == 4  # one per strided unit conv
+    model = PCLRModel(config.replace(conv_impl="auto"))
+    inference = _convs(jax.make_jaxpr(lambda v: model.apply(v, x))(variables).jaxpr)
+    assert sum(e.params["window_strides"] == (4,) for e in inference) == 4
+
+
 def test_config_fields_validate_and_round_trip():
-    auto = conv.AUTO_IMPL.get(jax.default_backend(), ("xla", "xla"))
+    auto = conv.AUTO_IMPL.get(jax.default_backend(), conv.AUTO_FALLBACK)
     assert (conv.resolve_impl("auto"), conv.resolve_impl("auto", train=False)) == auto
     assert batch_norm.resolve_impl("auto") == batch_norm.AUTO_IMPL.get(
         jax.default_backend(), "flax"
