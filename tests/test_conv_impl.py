@@ -36,22 +36,28 @@ def _close(actual, expected, rtol=1e-5):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * np.max(np.abs(expected)))
 
 
+# The cases the accelerator check runs on the device (pytest -m device_check): the released
+# model's stride-4 layer, the lead-II stride 2, odd lengths and a kernel that is not a multiple
+# of the stride.
+ON_DEVICE = pytest.mark.device_check
+
+
 @pytest.mark.parametrize("impl", ["xla", "space_to_depth", "space_to_depth_grad"])
 @pytest.mark.parametrize(
     "length,kernel,stride",
     [
-        (4096, 16, 4),
+        pytest.param(4096, 16, 4, marks=ON_DEVICE),
         (4096, 16, 1),
-        (2500, 16, 2),
+        pytest.param(2500, 16, 2, marks=ON_DEVICE),
         (1250, 16, 4),
         (1024, 16, 4),
-        (313, 16, 4),
+        pytest.param(313, 16, 4, marks=ON_DEVICE),
         (79, 16, 4),
         (20, 16, 4),
         (1024, 1, 1),
         (313, 1, 4),
         (20, 5, 3),
-        (17, 7, 4),
+        pytest.param(17, 7, 4, marks=ON_DEVICE),
         (9, 16, 4),
     ],
 )
@@ -65,12 +71,13 @@ def test_conv_matches_lax_values_and_gradients(impl, length, kernel, stride):
     def loss(f):
         return lambda x, w: jnp.sum(f(x, w) * g)
 
-    actual = conv.conv1d(x, w, stride, impl)
-    expected = _reference_conv(x, w, stride)
+    # Jitted, as the model runs them: one compilation per program, not one per operation.
+    actual = jax.jit(conv.conv1d, static_argnums=(2, 3))(x, w, stride, impl)
+    expected = jax.jit(_reference_conv, static_argnums=2)(x, w, stride)
     assert actual.shape == (2, out, 5)
     _close(actual, expected)
-    got = jax.grad(loss(lambda x, w: conv.conv1d(x, w, stride, impl)), (0, 1))(x, w)
-    want = jax.grad(loss(lambda x, w: _reference_conv(x, w, stride)), (0, 1))(x, w)
+    got = jax.jit(jax.grad(loss(lambda x, w: conv.conv1d(x, w, stride, impl)), (0, 1)))(x, w)
+    want = jax.jit(jax.grad(loss(lambda x, w: _reference_conv(x, w, stride)), (0, 1)))(x, w)
     for a, e in zip(got, want, strict=True):
         _close(a, e)
 
@@ -86,7 +93,15 @@ def test_space_to_depth_padding_is_tensorflow_same(n, k, stride):
 
 
 @pytest.mark.parametrize(
-    "length,pool", [(4096, 4), (2500, 2), (1250, 4), (313, 4), (79, 4), (6, 4)]
+    "length,pool",
+    [
+        pytest.param(4096, 4, marks=ON_DEVICE),
+        (2500, 2),
+        (1250, 4),
+        pytest.param(313, 4, marks=ON_DEVICE),
+        (79, 4),
+        (6, 4),
+    ],
 )
 def test_max_pool_matches_flax_values_and_gradients(length, pool):
     rng = np.random.default_rng(length + pool)
@@ -95,9 +110,10 @@ def test_max_pool_matches_flax_values_and_gradients(length, pool):
     expected = nn.max_pool(x, (pool,), strides=(pool,), padding="SAME")
     grads = []
     for impl in ("xla", "space_to_depth", "space_to_depth_grad"):
-        actual = conv.max_pool1d(x, pool, impl)
+        actual = jax.jit(conv.max_pool1d, static_argnums=(1, 2))(x, pool, impl)
         np.testing.assert_array_equal(actual, expected)
-        grads.append(jax.grad(lambda x, impl=impl: jnp.sum(conv.max_pool1d(x, pool, impl) * g))(x))
+        pooled = lambda x, impl=impl: jnp.sum(conv.max_pool1d(x, pool, impl) * g)
+        grads.append(jax.jit(jax.grad(pooled))(x))
     np.testing.assert_array_equal(grads[0], grads[1])
     np.testing.assert_array_equal(grads[0], grads[2])
 
