@@ -1,17 +1,29 @@
-"""Test set-up: the CPU platform with 8 faked devices (set before JAX is imported), shared fixtures.
+"""Test set-up: the platform and its devices (set before JAX is imported), shared fixtures.
 
 The suite runs on the CPU even where ``jax[cuda]`` or a TPU runtime is installed: its references
 (hand-computed values, tf.keras and PyTorch on the CPU) and tolerances are for float32 on the CPU,
-and its multi-device tests fake 8 CPU devices. ``PCLR_TEST_PLATFORM=gpu`` (or ``tpu``, any
-``JAX_PLATFORMS`` value) runs it on that platform instead, for device checks that are asked for.
+and its multi-device tests fake 8 CPU devices (``--xla_force_host_platform_device_count=8`` is
+appended to ``XLA_FLAGS`` unless a device count is already there).
+
+``PCLR_TEST_PLATFORM=gpu`` (or ``tpu``, any ``JAX_PLATFORMS`` value) runs it on that platform
+instead, for the device checks that are asked for (``pytest -m device_check``, what
+``benchmarks/accelerator_check.sh`` runs). Off the CPU, float32 matrix products and convolutions
+that ask for no precision run at full float32 (``JAX_DEFAULT_MATMUL_PRECISION=highest``, unless
+set): the tolerances are float32's, not TF32's or one bf16 pass's. A test marked
+``devices(n)`` is skipped, with the reason, where the platform has fewer than ``n`` devices.
 """
 
 import os
 import pathlib
 import tempfile
 
-os.environ["JAX_PLATFORMS"] = os.environ.get("PCLR_TEST_PLATFORM", "cpu")
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+PLATFORM = os.environ.get("PCLR_TEST_PLATFORM", "cpu")
+os.environ["JAX_PLATFORMS"] = PLATFORM
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = flags.strip()
+if PLATFORM != "cpu":
+    os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import pytest  # noqa: E402
@@ -87,3 +99,15 @@ def pytest_sessionfinish(session):
     if new:
         print(f"\nthe suite left {len(new)} new entries in {SYSTEM_TMP}: {new[:20]}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_runtest_setup(item):
+    """Skips a test marked ``devices(n)`` where the platform has fewer than ``n`` devices."""
+    marker = item.get_closest_marker("devices")
+    if marker is None:
+        return
+    import jax
+
+    needed, count = marker.args[0], jax.device_count()
+    if count < needed:
+        pytest.skip(f"needs {needed} devices; {PLATFORM} has {count}")

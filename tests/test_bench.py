@@ -17,8 +17,14 @@ import pytest
 from jax import lax
 
 from pclr_jax.benchmarking import runner
-from pclr_jax.benchmarking.flops import jit_flops
-from pclr_jax.benchmarking.workloads import arch_spec, encoder_config
+from pclr_jax.benchmarking.flops import (
+    conv_macs,
+    cost_flops,
+    forward_flops_per_ecg,
+    jit_flops,
+    train_flops_per_ecg,
+)
+from pclr_jax.benchmarking.workloads import arch_spec, encoder_config, lower_train_step
 from pclr_jax.commands import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -63,7 +69,7 @@ def test_step_flops_count_every_device_of_a_shard_map_step():
     multiplication it would be 1/8."""
     from jax.sharding import PartitionSpec as P
 
-    from pclr_jax.benchmarking.flops import cost_flops, program_devices, step_flops
+    from pclr_jax.benchmarking.flops import program_devices, step_flops
     from pclr_jax.losses import get_loss
     from pclr_jax.runtime.distributed import make_mesh
 
@@ -139,6 +145,10 @@ def test_flops_match_hand_count_of_a_tiny_conv_net():
     # 'SAME' padding: XLA does not count the taps that fall on padding (2 + 1 at each end)
     same = 2 * (2 * 4 * 3) * (32 * 5 - 2 * (2 + 1))
     assert jit_flops(lambda x, k: _conv(x, k, 1, "SAME"), x, k1) == same
+    assert 2 * 2 * conv_macs(32, 5, 1, 3, 4) == same  # the analytic count, per ECG
+    assert 2 * 2 * conv_macs(32, 16, 4, 3, 4) == jit_flops(
+        lambda x, k: _conv(x, k, 4, "SAME"), x, jnp.ones((16, 3, 4))
+    )
 
 
 def test_full_model_size_and_flops():
@@ -153,6 +163,18 @@ def test_full_model_size_and_flops():
     assert count_parameters(variables) == 6_600_352
     forward = jit_flops(lambda v, x: model.apply(v, x)[1], variables, x)
     assert 3.6e9 < forward < 3.7e9
+    assert forward_flops_per_ecg(config) == pytest.approx(forward, rel=0.01)
+
+
+def test_analytic_flops_match_xla_cost_analysis_on_cpu():
+    """The released model's training step: the count from its configuration (convolutions and
+    dense layers, what pclr bench and the accelerator check report) is within 1% of XLA's CPU
+    count of the real step (lowered, 4 pairs = 8 ECGs; XLA adds the element-wise work)."""
+    config = encoder_config("full")
+    lowered, *_ = lower_train_step(config, 4, jax.devices()[:1])
+    xla = cost_flops(lowered) / 8
+    assert train_flops_per_ecg(config) == pytest.approx(xla, rel=0.01)
+    assert 10.7e9 < train_flops_per_ecg(config) < 10.9e9
 
 
 FAKE_PEER = """

@@ -36,22 +36,28 @@ def _close(actual, expected, rtol=1e-5):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * np.max(np.abs(expected)))
 
 
+# The cases the accelerator check runs on the device (pytest -m device_check): the released
+# model's stride-4 layer, the lead-II stride 2, odd lengths and a kernel that is not a multiple
+# of the stride.
+ON_DEVICE = pytest.mark.device_check
+
+
 @pytest.mark.parametrize("impl", ["xla", "space_to_depth", "space_to_depth_grad"])
 @pytest.mark.parametrize(
     "length,kernel,stride",
     [
-        (4096, 16, 4),
+        pytest.param(4096, 16, 4, marks=ON_DEVICE),
         (4096, 16, 1),
-        (2500, 16, 2),
+        pytest.param(2500, 16, 2, marks=ON_DEVICE),
         (1250, 16, 4),
         (1024, 16, 4),
-        (313, 16, 4),
+        pytest.param(313, 16, 4, marks=ON_DEVICE),
         (79, 16, 4),
         (20, 16, 4),
         (1024, 1, 1),
         (313, 1, 4),
         (20, 5, 3),
-        (17, 7, 4),
+        pytest.param(17, 7, 4, marks=ON_DEVICE),
         (9, 16, 4),
     ],
 )
@@ -65,12 +71,13 @@ def test_conv_matches_lax_values_and_gradients(impl, length, kernel, stride):
     def loss(f):
         return lambda x, w: jnp.sum(f(x, w) * g)
 
-    actual = conv.conv1d(x, w, stride, impl)
-    expected = _reference_conv(x, w, stride)
+    # Jitted, as the model runs them: one compilation per program, not one per operation.
+    actual = jax.jit(conv.conv1d, static_argnums=(2, 3))(x, w, stride, impl)
+    expected = jax.jit(_reference_conv, static_argnums=2)(x, w, stride)
     assert actual.shape == (2, out, 5)
     _close(actual, expected)
-    got = jax.grad(loss(lambda x, w: conv.conv1d(x, w, stride, impl)), (0, 1))(x, w)
-    want = jax.grad(loss(lambda x, w: _reference_conv(x, w, stride)), (0, 1))(x, w)
+    got = jax.jit(jax.grad(loss(lambda x, w: conv.conv1d(x, w, stride, impl)), (0, 1)))(x, w)
+    want = jax.jit(jax.grad(loss(lambda x, w: _reference_conv(x, w, stride)), (0, 1)))(x, w)
     for a, e in zip(got, want, strict=True):
         _close(a, e)
 
@@ -86,7 +93,15 @@ def test_space_to_depth_padding_is_tensorflow_same(n, k, stride):
 
 
 @pytest.mark.parametrize(
-    "length,pool", [(4096, 4), (2500, 2), (1250, 4), (313, 4), (79, 4), (6, 4)]
+    "length,pool",
+    [
+        pytest.param(4096, 4, marks=ON_DEVICE),
+        (2500, 2),
+        (1250, 4),
+        pytest.param(313, 4, marks=ON_DEVICE),
+        (79, 4),
+        (6, 4),
+    ],
 )
 def test_max_pool_matches_flax_values_and_gradients(length, pool):
     rng = np.random.default_rng(length + pool)
@@ -95,9 +110,10 @@ def test_max_pool_matches_flax_values_and_gradients(length, pool):
     expected = nn.max_pool(x, (pool,), strides=(pool,), padding="SAME")
     grads = []
     for impl in ("xla", "space_to_depth", "space_to_depth_grad"):
-        actual = conv.max_pool1d(x, pool, impl)
+        actual = jax.jit(conv.max_pool1d, static_argnums=(1, 2))(x, pool, impl)
         np.testing.assert_array_equal(actual, expected)
-        grads.append(jax.grad(lambda x, impl=impl: jnp.sum(conv.max_pool1d(x, pool, impl) * g))(x))
+        pooled = lambda x, impl=impl: jnp.sum(conv.max_pool1d(x, pool, impl) * g)
+        grads.append(jax.jit(jax.grad(pooled))(x))
     np.testing.assert_array_equal(grads[0], grads[1])
     np.testing.assert_array_equal(grads[0], grads[2])
 
@@ -224,8 +240,68 @@ def test_encoder_outputs_and_gradients_agree_across_impls(case):
             _close(a, e, rtol=1e-4)
 
 
+def test_auto_resolves_per_backend_as_the_table_says():
+    """CPU measured (docs/speed_cpu.md); GPU and TPU the plain lax convolution until the
+    accelerator check has measured them; a backend not in the table gets the fallback."""
+    assert conv.AUTO_IMPL == {
+        "cpu": ("space_to_depth", "xla"),
+        "gpu": ("xla", "xla"),
+        "tpu": ("xla", "xla"),
+    }
+    assert conv.AUTO_FALLBACK == ("xla", "xla")
+    for backend in ("cpu", "gpu", "tpu", "some_new_backend"):
+        training, inference = conv.AUTO_IMPL.get(backend, conv.AUTO_FALLBACK)
+        assert conv.resolve_impl("auto", train=True, backend=backend) == training
+        assert conv.resolve_impl("auto", train=False, backend=backend) == inference
+        assert conv.resolve_impl("space_to_depth_grad", True, backend) == "space_to_depth_grad"
+
+
+def _convs(jaxpr):
+    """Every ``conv_general_dilated`` equation of a jaxpr, nested jaxprs included."""
+    import jax.extend
+
+    found = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "conv_general_dilated"]
+    for eqn in jaxpr.eqns:
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            found += _convs(sub)
+    return found
+
+
+def test_auto_programs_follow_the_table_on_this_backend():
+    """In the programs themselves: on CPU, "auto" trains the stride-4 layers without the
+    lhs-dilated input-gradient convolution that "xla" has (space-to-depth), and infers with the
+    strided lax convolution."""
+    assert jax.default_backend() == "cpu"
+    config = EncoderConfig(
+        n_samples=256, unit_samples=(64, 16, 4, 1), unit_filters=(8, 8, 8, 8), stem_filters=8
+    )
+    x = jnp.ones((2, 256, 12), jnp.float32)
+
+    variables = init_variables(config, jax.random.key(0))
+
+    def train_convs(impl):
+        model = PCLRModel(config.replace(conv_impl=impl))
+
+        def loss(params):
+            out, _ = model.apply(
+                {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+            )
+            return jnp.sum(out[1])
+
+        return _convs(jax.make_jaxpr(jax.grad(loss))(variables["params"]).jaxpr)
+
+    dilated = {
+        impl: [e for e in train_convs(impl) if max(e.params["lhs_dilation"]) > 1]
+        for impl in ("auto", "xla")
+    }
+    assert dilated["auto"] == [] and len(dilated["xla"]) == 4  # one per strided unit conv
+    model = PCLRModel(config.replace(conv_impl="auto"))
+    inference = _convs(jax.make_jaxpr(lambda v: model.apply(v, x))(variables).jaxpr)
+    assert sum(e.params["window_strides"] == (4,) for e in inference) == 4
+
+
 def test_config_fields_validate_and_round_trip():
-    auto = conv.AUTO_IMPL.get(jax.default_backend(), ("xla", "xla"))
+    auto = conv.AUTO_IMPL.get(jax.default_backend(), conv.AUTO_FALLBACK)
     assert (conv.resolve_impl("auto"), conv.resolve_impl("auto", train=False)) == auto
     assert batch_norm.resolve_impl("auto") == batch_norm.AUTO_IMPL.get(
         jax.default_backend(), "flax"

@@ -83,6 +83,7 @@ def _ghost_reference(forward, loss, params, batch_stats, batch, key, chunks):
     return value, grads, stats
 
 
+@pytest.mark.device_check
 def test_gradcache_equals_autodiff_on_one_device():
     """SigLIP (learnable loss parameters) and dropout (masks must match across the passes)."""
     microbatch = 4
@@ -118,6 +119,7 @@ def test_gradcache_equals_autodiff_on_one_device():
     assert float(jnp.abs(grads["loss"]["bias"])) > 0  # the loss parameters get gradients
 
 
+@pytest.mark.devices(4)
 def test_gradcache_equals_autodiff_on_four_devices_with_global_batch_norm():
     """Micro-batch k of every device forms one batch-norm group (statistics over 4 devices)."""
     mesh = make_mesh(jax.devices()[:4])

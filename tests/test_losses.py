@@ -162,6 +162,7 @@ def _value_and_grads(name, z_a, z_b, ids, with_metrics=False, **hparams):
 # ---------------------------------------------------------------- ntxent
 
 
+@pytest.mark.device_check
 @pytest.mark.parametrize("temperature", [0.1, 0.5])
 def test_ntxent_matches_ml4h_simclr_loss(temperature):
     z_a, z_b = _views(24, 16, seed=3)

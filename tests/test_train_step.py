@@ -148,7 +148,8 @@ def _fresh_state(setup, mesh):
     return jax.device_put(setup["state"], NamedSharding(mesh, P()))
 
 
-@pytest.mark.parametrize("n_devices", [8, 1])
+@pytest.mark.device_check
+@pytest.mark.parametrize("n_devices", [pytest.param(8, marks=pytest.mark.devices(8)), 1])
 def test_step_equals_single_device_reference(setup, n_devices):
     mesh = make_mesh(jax.devices()[:n_devices])
     assert mesh.size == n_devices
@@ -251,6 +252,7 @@ def _counting_ntxent(z_a, z_b, patient_ids, loss_params, *, axis_name=None, temp
     )
 
 
+@pytest.mark.device_check
 def test_bf16_step_keeps_float32_state_and_traces_once(setup):
     if "counting_ntxent_test" not in LOSSES:
         register("counting_ntxent_test", _counting_ntxent)

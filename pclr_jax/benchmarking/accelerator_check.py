@@ -1,167 +1,355 @@
 """One-shot accelerator check: what ``benchmarks/accelerator_check.sh`` runs.
 
-On a machine with a GPU or TPU (sized for about 8 minutes), in order, each step in child
-processes so that this one never holds device memory:
+On a machine with a GPU or TPU, sized to finish in about 8 minutes on one H100 (the estimate and
+how it was made: ``docs/benchmarks.md``), the stages of :data:`STAGES`, in this order:
 
-1. the device: JAX's platform, device kind and count, and XLA's measured matrix-product peak
-   (fp32 and bf16) on one device;
-2. the equivalence tests of the step and the losses (sharded step = single-device reference,
-   sharded and chunked losses = their references, gradient caching = autodiff) run ON the device
-   (``PCLR_TEST_DEVICE=1``; the suite otherwise pins itself to the CPU);
-3. the largest training batch that fits on one device, per dtype, from XLA's memory plan
-   (:mod:`pclr_jax.benchmarking.fit`);
-4. ``pclr bench train`` in bf16 and fp32 at two per-device batch sizes (half the largest and the
-   largest), and ``pclr bench embed``; the PyTorch peer on the same device at the smaller
-   size and for the embedding, where an interpreter with a CUDA torch is found
-   (``PCLR_PEER_PYTHON_TORCH``, else this one);
-5. one summary, ``accelerator_check.json`` + ``accelerator_check.md``: ECG/s, achieved GFLOP/s,
-   fraction of the device's published dense bf16 peak (:data:`PUBLISHED_BF16_TFLOPS`) and of
-   XLA's measured peak, peak device memory, host RSS, test results.
+1. ``device``: JAX's platform, device kind and count, the memory one device can allocate, and
+   XLA's measured fp32/bf16 matrix-product peak on one device (8192^3, made on the device);
+2. ``tests``: the equivalence tests that matter on a device, ``pytest -m device_check`` over
+   :data:`DEVICE_CHECK_FILES`, run ON the device (``PCLR_TEST_PLATFORM`` set to the platform the
+   ``device`` stage found; tests that need more devices than there are are skipped with the
+   reason); the platform the tests ran on is read back from the junit XML;
+3. ``train_bf16``, ``train_fp32``: the training step at 32 pairs, the largest batch that fits on
+   one device (XLA's memory plan, each probe reported as compiled) and the step at that batch;
+4. ``embed``: the embedding program on 512 ECGs generated on the device, bf16 and fp32;
+5. optional: ``conv_formulations_bf16`` / ``_fp32`` (the convolution formulations timed on the
+   device and the ``conv_impl="auto"`` table entry they call for,
+   :mod:`pclr_jax.benchmarking.conv_choice`), ``torch_peer`` (``pclr bench --vs torch`` where an
+   interpreter with a CUDA PyTorch is found: ``PCLR_PEER_PYTHON_TORCH``, else this one).
 
-``--tiny`` (or ``PCLR_CHECK_TINY=1``) runs the same steps at test sizes on whatever JAX finds,
-the CPU included, in well under a minute: the suite runs it end to end. A step that fails or
-times out is recorded with its error and the others still run; the exit status is 1 then.
+Each stage runs in a child process (:mod:`pclr_jax.benchmarking.check_worker`, or pytest), so
+this process never holds device memory and a stage that dies takes nothing else with it.
+``accelerator_check.json`` (and ``.md``) is rewritten atomically after every stage and every
+result a stage streams (each probe, each row): a machine taken away mid-run leaves every stage
+done so far, and ``"complete": false``. ``--budget-s`` (default 450 at full size) stops starting
+stages: one whose estimate (:attr:`Stage.estimate_s`, seconds on one H100) exceeds the time left
+is skipped with the reason, and a running stage is stopped 30 s past the budget (what it
+streamed is kept), so the check ends within 8 minutes.
+
+Summary fields: ``date_utc``, ``tiny``, ``budget_s``, ``host`` (CPU, cores, ...), ``device``,
+``published_bf16_tflops``, ``tests`` (counts, failed and skipped names, ``ran_on``),
+``largest_batch`` per dtype, ``rows`` (one per timed program: ECG/s, GFLOP/s from the analytic
+FLOP count, fractions of the published and measured peaks, device peak memory, compile time,
+finite outputs), ``conv_formulations`` (timings, ``choice``, the current ``table`` entry),
+``peer_rows``, ``stages`` (per stage: ``status`` running/ok/failed/timeout/skipped, ``seconds``,
+``estimate_s``, ``compiles`` and ``compile_s`` counted in its process, ``reason`` or ``error``),
+``seconds`` and ``complete``.
+
+``--tiny`` (or ``PCLR_CHECK_TINY=1``) runs the same stages at test sizes on whatever JAX finds,
+the CPU included (no budget unless given): ``tests/test_accelerator_check.py`` runs it end to
+end and kills it mid-run. The exit status is 1 if a stage failed or timed out, or a test failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
-import importlib.util
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ElementTree
 
-from pclr_jax.benchmarking import report, runner
+from pclr_jax.benchmarking import check_report, report, runner
+from pclr_jax.benchmarking.peaks import published_bf16_tflops
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-
-# Published dense (no sparsity) bf16 peak per device, TFLOP/s, from the vendors' datasheets
-# (NVIDIA H100/H200/A100/L4/L40S/B200 datasheets; Google Cloud TPU system architecture pages).
-# Matched against JAX's ``device_kind`` lower-cased, first match wins (specific names first).
-PUBLISHED_BF16_TFLOPS = (
-    ("h100 pcie", 756.0),
-    ("h100 nvl", 835.0),
-    ("h100", 989.0),  # SXM
-    ("gh200", 989.0),
-    ("h200 nvl", 835.0),
-    ("h200", 989.0),  # SXM
-    ("b200", 2250.0),
-    ("a100", 312.0),
-    ("l40s", 362.0),
-    ("l4", 121.0),
-    ("tpu v4", 275.0),
-    ("tpu v5 lite", 197.0),  # v5e
-    ("tpu v5e", 197.0),
-    ("tpu v5", 459.0),  # v5p
-    ("tpu v6 lite", 918.0),  # v6e (Trillium)
-    ("tpu v6e", 918.0),
-)
-
-ACCELERATOR_TESTS = (
-    "tests/test_train_step.py",
-    "tests/test_losses_sharded.py",
+DEFAULT_BUDGET_S = 450.0
+GRACE_S = 30.0  # a running stage is stopped this long past the budget: 8 min at most
+STAGE_TIMEOUT_S = 900.0  # without a budget
+DEVICE_CHECK_FILES = (
+    "tests/test_accelerator_check.py",
+    "tests/test_conv_impl.py",
     "tests/test_losses.py",
+    "tests/test_losses_sharded.py",
+    "tests/test_train_step.py",
     "tests/test_gradcache.py",
 )
-TINY_TESTS = ("tests/test_losses.py::test_ntxent_matches_ml4h_simclr_loss",)
 
 
-def published_bf16_tflops(device_kind: str) -> float | None:
-    kind = device_kind.lower()
-    return next((peak for name, peak in PUBLISHED_BF16_TFLOPS if name in kind), None)
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A stage: its ``name``, ``estimate_s`` (seconds on one H100 at full size, from the compile
+    counts of a tiny run: docs/benchmarks.md), the :mod:`check_worker` arguments that run it
+    (None: run here, ``tests`` and ``torch_peer``) and whether it is ``optional``."""
+
+    name: str
+    estimate_s: float
+    worker: tuple[str, ...] | None = None
+    optional: bool = False
 
 
-def _sizes(tiny: bool) -> dict:
-    if tiny:
-        return dict(config="tiny", start_pairs=2, max_pairs=4, embed=8, steps=2, warmup=0, peak=128)
-    return dict(
-        config="full", start_pairs=32, max_pairs=8192, embed=512, steps=5, warmup=2, peak=8192
-    )
+STAGES = (
+    Stage("device", 30, ("device",)),
+    Stage("tests", 90, None),
+    Stage("train_bf16", 100, ("train", "--dtype=bf16")),
+    Stage("train_fp32", 100, ("train", "--dtype=fp32")),
+    Stage("embed", 35, ("embed", "--dtype=bf16", "--dtype=fp32")),
+    Stage("conv_formulations_bf16", 70, ("conv_formulations", "--dtype=bf16"), optional=True),
+    Stage("conv_formulations_fp32", 70, ("conv_formulations", "--dtype=fp32"), optional=True),
+    Stage("torch_peer", 120, None, optional=True),
+)
+
+
+def log(text: str) -> None:
+    print(f"[accelerator_check] {text}", file=sys.stderr, flush=True)
 
 
 class Check:
-    """Runs the steps, records each as ``{'status': 'ok'|'failed'|'timeout', ...}``."""
+    """Runs the stages and keeps the summary (module docstring) written after every change."""
 
-    def __init__(self, out: pathlib.Path, tiny: bool):
-        self.out, self.tiny, self.sizes = out, tiny, _sizes(tiny)
+    def __init__(
+        self,
+        out: pathlib.Path,
+        tiny: bool,
+        budget_s: float,
+        allow_cpu: bool,
+        stages: tuple[Stage, ...] = STAGES,
+    ):
+        self.out, self.tiny, self.budget_s, self.allow_cpu = out, tiny, budget_s, allow_cpu
+        self.stages = stages
         self.env = runner.child_env(str(REPO))
-        self.env["PCLR_TEST_DEVICE"] = "1"  # tests/conftest.py: run on JAX's default backend
-        self.env.setdefault("JAX_COMPILATION_CACHE_DIR", str(out / "jax_cache"))
-        self.steps: dict[str, dict] = {}
+        self.started = time.perf_counter()
+        self.summary: dict = {
+            "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "tiny": tiny,
+            "budget_s": budget_s or None,
+            "host": report.machine_facts(),
+            "device": {},
+            "published_bf16_tflops": None,
+            "tests": {},
+            "largest_batch": {},
+            "rows": [],
+            "conv_formulations": {},
+            "peer_rows": [],
+            "stages": {s.name: {"status": "pending", "estimate_s": s.estimate_s} for s in stages},
+            "seconds": 0.0,
+            "complete": False,
+        }
 
-    def log(self, text: str) -> None:
-        print(f"[accelerator_check] {text}", file=sys.stderr, flush=True)
-
-    def run(self, name: str, command: list[str], timeout: float) -> subprocess.CompletedProcess:
-        self.log(f"{name}: {' '.join(command[:8])}{' ...' if len(command) > 8 else ''}")
-        start = time.perf_counter()
-        try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, env=self.env, cwd=REPO, timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            self.steps[name] = {"status": "timeout", "seconds": timeout}
-            return None
-        seconds = time.perf_counter() - start
-        (self.out / f"{name}.log").write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
-        status = "ok" if done.returncode == 0 else "failed"
-        self.steps[name] = {"status": status, "seconds": round(seconds, 1)}
-        if status == "failed":
-            self.steps[name]["error"] = "\n".join(done.stderr.strip().splitlines()[-8:])
-        return done
-
-    def device(self) -> dict:
-        done = self.run(
-            "device",
-            [sys.executable, "-m", "pclr_jax.benchmarking.peaks", f"--size={self.sizes['peak']}"],
-            300,
+    # ------------------------------------------------------------------ the summary on disk
+    def save(self) -> None:
+        self.summary["seconds"] = round(time.perf_counter() - self.started, 1)
+        text = json.dumps(self.summary, indent=2)
+        check_report.write_atomic(self.out / "accelerator_check.json", text)
+        check_report.write_atomic(
+            self.out / "accelerator_check.md", check_report.markdown(self.summary)
         )
-        return json.loads(done.stdout.strip().splitlines()[-1]) if done and done.stdout else {}
 
-    def tests(self, selection: tuple[str, ...]) -> dict:
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    # ------------------------------------------------------------------ stages
+    def run(self) -> None:
+        for stage in self.stages:
+            record = self.summary["stages"][stage.name]
+            reason = self.reason_to_skip(stage)
+            if reason:
+                record.update(status="skipped", reason=reason)
+                log(f"{stage.name}: skipped ({reason})")
+                self.save()
+                continue
+            record["status"] = "running"
+            self.save()
+            log(f"{stage.name}: started (estimate {stage.estimate_s:.0f} s on one H100)")
+            start = time.perf_counter()
+            timeout = self.timeout()
+            if stage.worker is not None:
+                outcome = self.worker(stage, timeout)
+            elif stage.name == "tests":
+                outcome = self.tests(timeout)
+            else:
+                outcome = self.torch_peer(timeout)
+            record.update(outcome, seconds=round(time.perf_counter() - start, 1))
+            log(f"{stage.name}: {record['status']} in {record['seconds']} s")
+            if (
+                stage.name.startswith("conv_formulations")
+                and "line" in self.summary["conv_formulations"]
+            ):
+                log(self.summary["conv_formulations"]["line"])
+            self.save()
+        self.summary["complete"] = True
+        self.save()
+
+    def reason_to_skip(self, stage: Stage) -> str | None:
+        device = self.summary["device"]
+        if stage.name != "device" and not device:
+            return "the device stage gave no result"
+        if device.get("platform") == "cpu" and not (self.tiny or self.allow_cpu):
+            return (
+                "JAX found no GPU or TPU (platform cpu): install jax[cuda12] (INSTALL=1 bash "
+                "benchmarks/accelerator_check.sh) or pass --allow-cpu"
+            )
+        if self.budget_s:
+            left = self.budget_s - self.elapsed()
+            if left < stage.estimate_s:
+                return (
+                    f"budget: {left:.0f} s of --budget-s {self.budget_s:.0f} left, the stage's "
+                    f"estimate is {stage.estimate_s:.0f} s"
+                )
+        return None
+
+    def timeout(self) -> float:
+        if self.budget_s:
+            return max(self.budget_s - self.elapsed(), 0.0) + GRACE_S
+        return STAGE_TIMEOUT_S
+
+    def child(self, name: str, command: list[str], timeout: float, env: dict, on_line) -> dict:
+        """Runs ``command``, handing each stdout line to ``on_line``; stderr to ``NAME.log``.
+        Returns the stage's status (and the error's last lines)."""
+        with open(self.out / f"{name}.log", "w") as stderr:
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=REPO
+            )
+            expired = threading.Event()
+
+            def stop() -> None:
+                expired.set()
+                process.kill()
+
+            timer = threading.Timer(timeout, stop)
+            timer.start()
+            try:
+                for line in process.stdout:
+                    on_line(line)
+                code = process.wait()
+            finally:
+                timer.cancel()
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        if expired.is_set():
+            return {"status": "timeout", "error": f"stopped after {timeout:.0f} s"}
+        if code != 0:
+            tail = (self.out / f"{name}.log").read_text().strip().splitlines()[-8:]
+            return {"status": "failed", "error": "\n".join(tail) or f"exit status {code}"}
+        return {"status": "ok"}
+
+    def worker(self, stage: Stage, timeout: float) -> dict:
+        command = [sys.executable, "-m", "pclr_jax.benchmarking.check_worker", *stage.worker]
+        command += ["--tiny"] if self.tiny else []
+        record = self.summary["stages"][stage.name]
+
+        def on_line(line: str) -> None:
+            if line.startswith("{"):
+                self.on_event(stage.name, record, json.loads(line))
+                self.save()
+
+        return self.child(stage.name, command, timeout, self.env, on_line)
+
+    def on_event(self, name: str, record: dict, event: dict) -> None:
+        """Files one streamed result of a worker into the summary."""
+        kind = event.pop("event")
+        if kind == "device":
+            self.summary["device"] = event
+            self.summary["published_bf16_tflops"] = published_bf16_tflops(event["device_kind"])
+        elif kind == "row":
+            peaks = self.summary["device"].get("peaks", {})
+            published = self.summary["published_bf16_tflops"]
+            self.summary["rows"].append(check_report.with_fractions(event, peaks, published))
+        elif kind == "probe":
+            record.setdefault("probes", []).append(event)
+        elif kind == "largest":
+            self.summary["largest_batch"][event.pop("dtype")] = event
+        elif kind == "timing":
+            self.add_timing(event)
+        elif kind == "done":
+            record.update(event)
+
+    def add_timing(self, timing: dict) -> None:
+        from pclr_jax.benchmarking.conv_choice import suggest_entry
+        from pclr_jax.model.conv import AUTO_FALLBACK, AUTO_IMPL
+
+        conv = self.summary["conv_formulations"]
+        backend = self.summary["device"].get("platform", "cpu")
+        conv.setdefault("timings", []).append(timing)
+        conv["backend"] = backend
+        conv["table"] = list(AUTO_IMPL.get(backend, AUTO_FALLBACK))
+        conv["choice"] = suggest_entry(conv["timings"])
+        conv["line"] = (
+            f"conv_impl 'auto' on {backend}: AUTO_IMPL[{backend!r}] = "
+            f"{(conv['choice']['training'], conv['choice']['inference'])!r} "
+            f"(pclr_jax/model/conv.py now has {tuple(conv['table'])!r})"
+        )
+
+    def tests(self, timeout: float) -> dict:
         xml = self.out / "tests.xml"
-        command = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider"]
-        self.run("tests", [*command, f"--junitxml={xml}", *selection], 240 if self.tiny else 300)
-        if not xml.exists():
-            return {"selection": list(selection)}
-        suite = ElementTree.parse(xml).getroot()
-        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-        failed = [
-            f"{case.get('classname')}::{case.get('name')}"
-            for case in suite.iter("testcase")
-            if case.find("failure") is not None or case.find("error") is not None
-        ]
-        counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
-        return {"selection": list(selection), **counts, "failed": failed}
+        counts_path = self.out / "tests_compiles.json"
+        for path in (xml, counts_path):
+            path.unlink(missing_ok=True)
+        env = {
+            **self.env,
+            "PCLR_TEST_PLATFORM": self.summary["device"]["platform"],
+            "PCLR_COMPILES_OUT": str(counts_path),
+        }
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs"]
+        command += ["-p", "pclr_jax.benchmarking.compiles", "-m", "device_check"]
+        command += ["-o", "junit_family=xunit1"]  # keeps record_property's ran_on
+        command += [f"--junitxml={xml}", *DEVICE_CHECK_FILES]
+        with open(self.out / "tests.out", "w") as output:
+            outcome = self.child("tests", command, timeout, env, output.write)
+        tests = read_junit(xml) if xml.exists() else {}
+        self.summary["tests"] = {"selection": list(DEVICE_CHECK_FILES), **tests}
+        ran_on = tests.get("ran_on", {}).get("jax_platform")
+        if outcome["status"] == "ok" and ran_on != self.summary["device"]["platform"]:
+            outcome = {"status": "failed", "error": f"the tests ran on {ran_on}, not the device"}
+        elif outcome["status"] == "failed" and tests.get("tests"):
+            outcome["error"] = f"{tests['failures'] + tests['errors']} test(s) failed"
+        if counts_path.exists():
+            outcome.update(json.loads(counts_path.read_text()))
+        return outcome
 
-    def largest_batches(self) -> dict:
-        s = self.sizes
-        command = [sys.executable, "-m", "pclr_jax.benchmarking.fit", f"--config={s['config']}"]
-        command += ["--dtype=bf16", "--dtype=fp32", f"--start-pairs={s['start_pairs']}"]
-        done = self.run("largest_batch", [*command, f"--max-pairs={s['max_pairs']}"], 420)
-        return json.loads(done.stdout.strip().splitlines()[-1]) if done and done.stdout else {}
-
-    def bench(self, name: str, args: list[str], torch_python: str | None) -> dict | None:
-        s = self.sizes
-        path = self.out / f"{name}.json"
-        command = [
-            sys.executable,
-            "-m",
-            "pclr_jax.commands.cli",
-            "bench",
-            *args,
-            f"--config={s['config']}",
+    def torch_peer(self, timeout: float) -> dict:
+        platform = self.summary["device"]["platform"]
+        python, reason = torch_on(platform, self.env)
+        if python is None:
+            return {"status": "skipped", "reason": reason}
+        size = "tiny" if self.tiny else "full"
+        runs = [
+            ("train", ["train", "--batch-pairs=2" if self.tiny else "--batch-pairs=32"]),
+            ("embed", ["embed", "--batch-size=8" if self.tiny else "--batch-size=512"]),
         ]
-        command += [f"--steps={s['steps']}", f"--warmup={s['warmup']}", "--peak-size=0"]
-        if torch_python:
-            command += ["--vs", "torch", "--peer-python", f"torch={torch_python}"]
-        self.run(name, [*command, f"--json={path}"], 300)
-        return json.loads(path.read_text()) if path.exists() else None
+        outcome: dict = {"status": "ok"}
+        for workload, args in runs:
+            path = self.out / f"torch_peer_{workload}.json"
+            command = [sys.executable, "-m", "pclr_jax.commands.cli", "bench", *args]
+            command += [f"--config={size}", "--dtype=bf16", "--steps=5", "--warmup=2"]
+            command += ["--peak-size=0", "--vs", "torch", "--peer-python", f"torch={python}"]
+            done = self.child(
+                f"torch_peer_{workload}", [*command, f"--json={path}"], timeout, self.env, _ignore
+            )
+            if done["status"] != "ok":
+                outcome = done
+                continue
+            for row in json.loads(path.read_text())["rows"]:
+                self.summary["peer_rows"].append({"workload": workload, "dtype": "bf16", **row})
+        return outcome
+
+
+def _ignore(line: str) -> None:
+    """A child's stdout that the summary does not need (its JSON file has the results)."""
+
+
+def read_junit(path: pathlib.Path) -> dict:
+    """Counts, failed and skipped test names (with the reasons) and the ``ran_on`` properties
+    (``jax_platform``, ``device_count``, ``device_kind``) a test recorded, from a junit XML."""
+    suite = ElementTree.parse(path).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    failed, skipped, ran_on = [], {}, {}
+    for case in suite.iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed.append(name)
+        if case.find("skipped") is not None:
+            skipped[name] = case.find("skipped").get("message", "")
+        for prop in case.iter("property"):
+            ran_on[prop.get("name")] = prop.get("value")
+    counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    return {**counts, "failed": failed, "skipped_reasons": skipped, "ran_on": ran_on}
 
 
 def torch_on(platform: str, env: dict) -> tuple[str | None, str]:
@@ -170,101 +358,13 @@ def torch_on(platform: str, env: dict) -> tuple[str | None, str]:
     python = os.environ.get("PCLR_PEER_PYTHON_TORCH") or sys.executable
     if platform not in ("cpu", "gpu"):
         return None, f"no PyTorch peer on {platform}"
-    if python == sys.executable and importlib.util.find_spec("torch") is None:
-        return None, "torch is not installed (pip install 'pclr-jax[peers-torch]', a CUDA build)"
     probe = "import torch; print(torch.cuda.is_available())"
     done = subprocess.run([python, "-c", probe], capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        return None, f"{python} cannot import torch"
+        return None, f"{python} cannot import torch (pip install 'pclr-jax[peers-torch]')"
     if platform == "gpu" and done.stdout.strip() != "True":
         return None, f"the torch of {python} has no CUDA (a CPU wheel)"
     return python, ""
-
-
-def summarize_bench(result: dict, device_peaks: dict, published: float | None) -> list[dict]:
-    """Rows of a ``pclr bench`` JSON with the fractions of peak filled in (module docstring)."""
-    dtype = result["settings"]["dtype"]
-    rows = []
-    for row in result["rows"]:
-        gflops = row["gflop_per_s"]
-        measured = device_peaks.get(dtype)
-        rows.append(
-            {
-                "workload": result["settings"]["workload"],
-                "dtype": dtype,
-                "batch": result["rows"][0]["ecgs_per_step"],
-                "contender": row["contender"],
-                "framework": row["framework"],
-                "ecg_per_s": row["ecg_per_s"],
-                "gflop_per_s": gflops,
-                "of_published_bf16_peak": gflops / (published * 1e3)
-                if gflops and published
-                else None,
-                "of_measured_xla_peak": gflops / measured if gflops and measured else None,
-                "device_peak_gib": None
-                if row["device_peak_mib"] is None
-                else row["device_peak_mib"] / 1024,
-                "host_rss_gib": row["maxrss_mib"] / 1024,
-                "compile_s": row["compile_s"],
-            }
-        )
-    return rows
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def markdown(summary: dict) -> str:
-    device = summary["device"]
-    lines = [
-        "# pclr-jax accelerator check",
-        "",
-        f"{summary['date_utc']}, {'TINY sizes (a test run)' if summary['tiny'] else 'full sizes'}"
-        f"; host {summary['host']['cpu_model']}, {summary['host']['cores']} cores.",
-        "",
-        f"Device: {device.get('device_count')} x {device.get('device_kind')} "
-        f"({device.get('platform')}), JAX {device.get('jax')}. Published dense bf16 peak: "
-        f"{_fmt(summary['published_bf16_tflops'], '.0f')} TFLOP/s; XLA's measured matmul peak "
-        f"on one device: fp32 {_fmt(device.get('peaks', {}).get('fp32'), '.0f')}, bf16 "
-        f"{_fmt(device.get('peaks', {}).get('bf16'), '.0f')} GFLOP/s.",
-        "",
-    ]
-    tests = summary["tests"]
-    if "tests" in tests:
-        lines.append(
-            f"Tests on the device ({', '.join(tests['selection'])}): {tests['tests']} run, "
-            f"{tests['failures'] + tests['errors']} failed, {tests['skipped']} skipped."
-        )
-        lines += [f"- FAILED {name}" for name in tests["failed"]]
-    else:
-        lines.append("Tests on the device: no result (see the steps below).")
-    lines.append("")
-    for dtype, fit in summary["largest_batch"].items():
-        lines.append(
-            f"Largest training batch on one device, {dtype}: {fit['pairs']} pairs (XLA plans "
-            f"{fit['planned_gib']:.1f} of {fit['available_gib']:.1f} GiB available; "
-            f"{fit['fixed_gib']:.2f} GiB + {fit['per_pair_gib'] * 1024:.1f} MiB per pair)."
-        )
-    lines += [
-        "",
-        "| workload | dtype | batch (ECGs) | contender | ECG/s | GFLOP/s | of bf16 peak | "
-        "of XLA peak | device peak (GiB) | host RSS (GiB) | compile (s) |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in summary["rows"]:
-        lines.append(
-            f"| {r['workload']} | {r['dtype']} | {r['batch']} | {r['contender']} | "
-            f"{r['ecg_per_s']:.4g} | {_fmt(r['gflop_per_s'], '.0f')} | "
-            f"{_fmt(r['of_published_bf16_peak'], '.1%')} | "
-            f"{_fmt(r['of_measured_xla_peak'], '.0%')} | {_fmt(r['device_peak_gib'], '.2f')} | "
-            f"{r['host_rss_gib']:.2f} | {r['compile_s']:.1f} |"
-        )
-    lines += ["", f"PyTorch peer: {summary['torch_peer']}", "", "| step | status | seconds |"]
-    lines.append("|---|---|---:|")
-    for name, step in summary["steps"].items():
-        lines.append(f"| {name} | {step['status']} | {step.get('seconds', '-')} |")
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,54 +374,30 @@ def main(argv: list[str] | None = None) -> int:
         "--tiny", action="store_true", default=os.environ.get("PCLR_CHECK_TINY") == "1"
     )
     parser.add_argument(
-        "--tests", nargs="*", default=None, help="pytest selection (default: the equivalence tests)"
+        "--budget-s",
+        type=float,
+        default=None,
+        help=f"start no stage whose estimate exceeds the time left (default {DEFAULT_BUDGET_S:.0f}"
+        " at full size, none in --tiny; 0: none)",
+    )
+    parser.add_argument(
+        "--allow-cpu", action="store_true", help="run at full size where JAX finds only the CPU"
     )
     args = parser.parse_args(argv)
+    budget = args.budget_s if args.budget_s is not None else (0 if args.tiny else DEFAULT_BUDGET_S)
     args.out.mkdir(parents=True, exist_ok=True)
-    check = Check(args.out.resolve(), args.tiny)
-    started = time.perf_counter()
-    device = check.device()
-    selection = (
-        tuple(args.tests)
-        if args.tests is not None
-        else (TINY_TESTS if args.tiny else ACCELERATOR_TESTS)
-    )
-    tests = check.tests(selection) if selection else {"selection": []}
-    fits = check.largest_batches()
-    platform = device.get("platform", "cpu")
-    torch_python, torch_note = torch_on(platform, check.env)
-    published = published_bf16_tflops(device.get("device_kind", ""))
-    rows = []
-    for dtype in ("bf16", "fp32"):
-        largest = fits.get(dtype, {}).get("pairs", 0)
-        for pairs in sorted({max(largest // 2, 1), largest}) if largest else ():
-            peer = torch_python if pairs < largest or largest == 1 else None
-            args_ = ["train", f"--batch-pairs={pairs}", f"--dtype={dtype}"]
-            result = check.bench(f"train_{dtype}_{pairs}", args_, peer)
-            rows += summarize_bench(result, device.get("peaks", {}), published) if result else []
-    embed = check.bench(
-        "embed_fp32", ["embed", f"--batch-size={check.sizes['embed']}"], torch_python
-    )
-    rows += summarize_bench(embed, device.get("peaks", {}), published) if embed else []
-    summary = {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "tiny": args.tiny,
-        "host": report.machine_facts(),
-        "device": device,
-        "published_bf16_tflops": published,
-        "tests": tests,
-        "largest_batch": fits,
-        "torch_peer": torch_python or torch_note,
-        "rows": rows,
-        "steps": check.steps,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    (args.out / "accelerator_check.json").write_text(json.dumps(summary, indent=2))
-    (args.out / "accelerator_check.md").write_text(markdown(summary))
-    print(markdown(summary))
-    check.log(f"wrote {args.out / 'accelerator_check.json'} and .md in {summary['seconds']:.0f} s")
-    failed = [name for name, step in check.steps.items() if step["status"] != "ok"]
-    failed += ["tests"] if tests.get("failures") or tests.get("errors") else []
+    check = Check(args.out.resolve(), args.tiny, budget, args.allow_cpu)
+    check.run()
+    summary = check.summary
+    print(check_report.markdown(summary))
+    if summary["conv_formulations"].get("line"):
+        print(summary["conv_formulations"]["line"])
+    log(f"wrote {args.out / 'accelerator_check.json'} and .md in {summary['seconds']:.0f} s")
+    statuses = [stage["status"] for stage in summary["stages"].values()]
+    tests = summary["tests"]
+    failed = any(s in ("failed", "timeout") for s in statuses)
+    failed |= bool(tests.get("failures") or tests.get("errors"))
+    failed |= summary["device"].get("platform") == "cpu" and not (args.tiny or args.allow_cpu)
     return 1 if failed else 0
 
 

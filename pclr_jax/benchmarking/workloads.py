@@ -1,9 +1,9 @@
 """The pclr-jax contender of ``pclr bench``: each workload through the library's real code path.
 
 * ``train``: :func:`pclr_jax.step.train_step.make_train_step` (both views in one forward pass,
-  NT-Xent
-  t=0.1, Adam, gradient clipping at norm 1), compiled ahead of time, on random ``(pairs, samples,
-  leads)`` views. A step on ``B`` pairs processes ``2B`` ECGs (forward and backward).
+  NT-Xent t=0.1, Adam, gradient clipping at norm 1), compiled ahead of time, on random
+  ``(pairs, samples, leads)`` views generated on the devices (:func:`random_on_device`). A step
+  on ``B`` pairs processes ``2B`` ECGs (forward and backward).
 * ``embed``: :meth:`pclr_jax.Encoder.embed` (the pooled ``embed`` output, no head, as the released
   graphs) on ``batch_size`` random ECGs in one call, host to host.
 * ``loss``: the ``ntxent`` loss of the losses registry, value and gradient with respect to both
@@ -17,8 +17,10 @@ of the compiled program is checked against the memory available
 (:func:`pclr_jax.benchmarking.memory.check_fits`): a batch beyond it ends the contender with
 ``protocol.DOES_NOT_FIT_EXIT_CODE`` and a message naming ``--chunk-size`` (loss), gradient
 caching (train) or a smaller batch (embed). ``--devices N`` spreads ``train`` and ``embed`` over
-the first N devices of JAX's default backend (default 1; 0 for all); FLOPs are counted over all
-of them (:func:`pclr_jax.benchmarking.flops.step_flops`).
+the first N devices of JAX's default backend (default 1; 0 for all). FLOPs per step: the
+analytic count of the model (:func:`pclr_jax.benchmarking.flops.train_flops_per_ecg`,
+``forward_flops_per_ecg``) for ``train`` and ``embed``, XLA's cost analysis over all devices for
+``loss`` (:func:`pclr_jax.benchmarking.flops.step_flops`; None where XLA has no count).
 
 The model is described by ``--arch``, the JSON of :func:`arch_spec` (an ``EncoderConfig`` plus
 the per-unit strides), so the peers build exactly the same network. Run as
@@ -29,6 +31,7 @@ the per-unit strides), so the peers build exactly the same network. Run as
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import tempfile
 import time
@@ -111,7 +114,7 @@ def _loss_hparams(chunk_size: int) -> dict:
     return {"temperature": 0.1, **({"chunk_size": chunk_size} if chunk_size else {})}
 
 
-def compile_train_step(
+def lower_train_step(
     config: EncoderConfig,
     pairs: int,
     devices: list,
@@ -119,8 +122,10 @@ def compile_train_step(
     chunk_size: int = 0,
     grad_cache_microbatch: int = 0,
 ):
-    """The training step of ``pairs`` global pairs over ``devices``, compiled for a batch it has
-    not allocated yet: ``(compiled, state, batch_sharding, n_params, compile_s)``."""
+    """The training step of ``pairs`` global pairs over ``devices``, lowered for a batch it has
+    not allocated yet: ``(lowered, state, abstract_batch, n_params)``. ``abstract_batch`` holds
+    ``jax.ShapeDtypeStruct`` leaves with their shardings: views ``(pairs, samples, leads)``
+    float32 and ``patient_id`` ``(pairs,)`` int32, split over the devices."""
     import jax
     import jax.numpy as jnp
     from jax.sharding import NamedSharding
@@ -152,9 +157,58 @@ def compile_train_step(
         "view_b": jax.ShapeDtypeStruct(view.shape, view.dtype, sharding=sharding),
         "patient_id": jax.ShapeDtypeStruct((pairs,), jnp.int32, sharding=sharding),
     }
+    return step_fn.lower(state, abstract_batch), state, abstract_batch, n_params
+
+
+def compile_train_step(
+    config: EncoderConfig,
+    pairs: int,
+    devices: list,
+    seed: int = 0,
+    chunk_size: int = 0,
+    grad_cache_microbatch: int = 0,
+):
+    """:func:`lower_train_step`, compiled: ``(compiled, state, abstract_batch, n_params,
+    compile_s)``."""
+    lowered, state, abstract_batch, n_params = lower_train_step(
+        config, pairs, devices, seed, chunk_size, grad_cache_microbatch
+    )
     start = time.perf_counter()
-    compiled = step_fn.lower(state, abstract_batch).compile()
-    return compiled, state, sharding, n_params, time.perf_counter() - start
+    compiled = lowered.compile()
+    return compiled, state, abstract_batch, n_params, time.perf_counter() - start
+
+
+def random_program(abstract):
+    """A jitted program ``key -> arrays`` shaped, typed and sharded as ``abstract``'s leaves
+    (``jax.ShapeDtypeStruct`` with shardings), made on their devices: floating leaves ``N(0, 1)``
+    (times ``scale``, its second argument), integer leaves ``0, 1, 2, ...`` along their first
+    axis. Its only input is the PRNG key: no host array of the batch's size is made or copied."""
+    import jax
+    import jax.numpy as jnp
+
+    leaves, treedef = jax.tree.flatten(abstract)
+
+    def make(key, scale):
+        arrays = []
+        for leaf_key, leaf in zip(jax.random.split(key, len(leaves)), leaves, strict=True):
+            if jnp.issubdtype(leaf.dtype, jnp.floating):
+                noise = jax.random.normal(leaf_key, leaf.shape, jnp.float32)
+                arrays.append((scale * noise).astype(leaf.dtype))
+            else:
+                ramp = jnp.arange(leaf.shape[0], dtype=leaf.dtype)
+                ramp = ramp.reshape(-1, *[1] * (leaf.ndim - 1))
+                arrays.append(jnp.broadcast_to(ramp, leaf.shape))
+        return jax.tree.unflatten(treedef, arrays)
+
+    shardings = jax.tree.unflatten(treedef, [leaf.sharding for leaf in leaves])
+    return jax.jit(make, out_shardings=shardings, static_argnums=1)
+
+
+def random_on_device(abstract, seed: int = 0, scale: float = 1.0):
+    """Arrays like ``abstract``'s leaves, made on their devices by :func:`random_program`."""
+    import jax
+
+    return random_program(abstract)(jax.random.key(seed), scale)
 
 
 def _fits_or_refuse(compiled, devices: list, limit_gib: float, remedy: str) -> dict:
@@ -168,32 +222,24 @@ def _fits_or_refuse(compiled, devices: list, limit_gib: float, remedy: str) -> d
 
 def setup_train(config: EncoderConfig, args: argparse.Namespace):
     """The training step, compiled and checked to fit (module docstring) before its batch is
-    allocated: a batch beyond memory is refused with a pointer to gradient caching."""
+    allocated: a batch beyond memory is refused with a pointer to gradient caching. The batch is
+    generated on the devices (:func:`random_on_device`)."""
     import jax
 
-    from pclr_jax.benchmarking.flops import step_flops
+    from pclr_jax.benchmarking.flops import train_flops_per_ecg
 
     pairs, devices = args.batch_pairs, bench_devices(args.devices)
-    compiled, state, sharding, n_params, compile_s = compile_train_step(
+    compiled, state, abstract_batch, n_params, compile_s = compile_train_step(
         config, pairs, devices, args.seed, args.chunk_size, args.grad_cache_microbatch
     )
     memory = _fits_or_refuse(compiled, devices, args.memory_limit_gib, GRAD_CACHE_HINT)
-    rng = np.random.default_rng(args.seed)
-    shape = (pairs, config.n_samples, config.n_leads)
-    batch = jax.device_put(
-        {
-            "view_a": rng.normal(size=shape).astype(np.float32),
-            "view_b": rng.normal(size=shape).astype(np.float32),
-            "patient_id": np.arange(pairs, dtype=np.int32),
-        },
-        sharding,
-    )
+    batch = random_on_device(abstract_batch, args.seed)
     info = {
         "n_params": n_params,
         "ecgs_per_step": 2 * pairs,
         "devices": len(devices),
         "compile_s": compile_s,
-        "flops_per_step": step_flops(compiled),
+        "flops_per_step": train_flops_per_ecg(config) * 2 * pairs,
         **memory,
     }
     holder = {"state": state}
@@ -205,15 +251,19 @@ def setup_train(config: EncoderConfig, args: argparse.Namespace):
     return step, info, holder
 
 
-def setup_embed(config: EncoderConfig, args: argparse.Namespace):
+def compile_embed(config: EncoderConfig, batch_size: int, devices: list, seed: int = 0):
+    """The embedding program of :class:`pclr_jax.embedding.embedder.Encoder` (pooled ``embed``
+    output, no head, randomly initialised weights) for ``batch_size`` ECGs (rounded up to a
+    multiple of the devices), compiled: ``(encoder, forward, compiled, abstract_batch,
+    n_params)``. ``abstract_batch``: ``(batch, samples, leads)`` float32 split over the devices;
+    ``forward(ecgs)`` runs ``compiled`` on such a device array, ``encoder.embed`` on a host
+    array (both the same program: no second compilation)."""
     import jax
 
-    from pclr_jax.benchmarking.flops import step_flops
     from pclr_jax.embedding.embedder import Encoder
     from pclr_jax.model.encoder import count_parameters, init_variables
 
-    batch_size, devices = args.batch_size or 2 * args.batch_pairs, bench_devices(args.devices)
-    bare = init_variables(config, jax.random.key(args.seed), with_head=False)
+    bare = init_variables(config, jax.random.key(seed), with_head=False)
     variables = {name: {"encoder": tree} for name, tree in bare.items()}
     encoder = Encoder(
         config.replace(head_sizes=()),
@@ -226,19 +276,29 @@ def setup_embed(config: EncoderConfig, args: argparse.Namespace):
     shape = (batch_size, config.n_samples, config.n_leads)
     abstract = jax.ShapeDtypeStruct(shape, np.float32, sharding=encoder._batch_sharding)
     compiled = encoder._forward.lower(encoder._variables, abstract).compile()
+    encoder._forward = compiled  # the same program: Encoder.embed calls it, no second compile
+    forward = functools.partial(compiled, encoder._variables)
+    return encoder, forward, compiled, abstract, count_parameters(variables)
+
+
+def setup_embed(config: EncoderConfig, args: argparse.Namespace):
+    """``Encoder.embed`` on a host array, host to host (as Keras ``predict`` is timed)."""
+    from pclr_jax.benchmarking.flops import forward_flops_per_ecg
+
+    batch_size, devices = args.batch_size or 2 * args.batch_pairs, bench_devices(args.devices)
+    encoder, _, compiled, abstract, n_params = compile_embed(config, batch_size, devices, args.seed)
     remedy = "Embed in smaller calls: a smaller --batch-size."
     memory = _fits_or_refuse(compiled, devices, args.memory_limit_gib, remedy)
-    encoder._forward = compiled  # the same program: Encoder.embed calls it, no second compile
-    x = np.random.default_rng(args.seed).normal(0, 0.5, shape).astype(np.float32)
+    x = np.random.default_rng(args.seed).normal(0, 0.5, abstract.shape).astype(np.float32)
 
     def step():
         encoder.embed(x)
 
     info = {
-        "n_params": count_parameters(variables),
-        "ecgs_per_step": batch_size,
+        "n_params": n_params,
+        "ecgs_per_step": abstract.shape[0],
         "devices": len(devices),
-        "flops_per_step": step_flops(compiled),
+        "flops_per_step": forward_flops_per_ecg(config, with_head=False) * abstract.shape[0],
         **memory,
     }
     return step, info, {}

@@ -22,9 +22,18 @@ Implementations (``impl``):
   convolution is the faster one) and the gradients as ``"space_to_depth"`` (a ``custom_vjp``
   whose backward pass is the VJP of the space-to-depth form); the pool as ``"space_to_depth"``.
 
-``"auto"`` resolves, on CPU, to ``"space_to_depth"`` in training and ``"xla"`` in inference,
-and to ``"xla"`` elsewhere (measurements in ``docs/speed_cpu.md``). Every implementation has the
-same parameters, so the choice can be changed on a trained or converted model.
+``"auto"`` resolves through :data:`AUTO_IMPL`, a table per backend (``jax.default_backend()``)
+of the formulation in training and in inference: on CPU ``"space_to_depth"`` in training and
+``"xla"`` in inference (measured, ``docs/speed_cpu.md``); on GPU and TPU ``"xla"`` in both until
+measured there (``benchmarks/accelerator_check.sh`` times the formulations on the device and
+prints the entry it would write, :mod:`pclr_jax.benchmarking.conv_choice`). Every
+implementation has the same parameters, so the choice can be changed on a trained or converted
+model.
+
+Precision: a ``lax.Precision`` name; ``"default"`` asks for none (``precision=None``), i.e.
+JAX's default for float32 inputs: the backend's choice (full float32 on CPU, TF32 on recent
+NVIDIA GPUs, one bf16 pass on TPU) unless ``jax.default_matmul_precision`` (or
+``JAX_DEFAULT_MATMUL_PRECISION``) says otherwise, as the test suite does off the CPU.
 """
 
 from __future__ import annotations
@@ -39,21 +48,37 @@ from jax import lax
 
 CONV_IMPLS = ("auto", "xla", "space_to_depth", "space_to_depth_grad")
 
-# What "auto" picks per backend (jax.default_backend()): (training, inference). In training the
-# gradients dominate and the space-to-depth form wins on XLA:CPU; in inference (forward only) the
-# strided lax convolution is the faster one. Other backends get "xla".
-AUTO_IMPL = {"cpu": ("space_to_depth", "xla")}
+# What "auto" picks per backend (jax.default_backend()): (training, inference).
+# cpu: measured on XLA:CPU (docs/speed_cpu.md): in training the gradients dominate and the
+#   space-to-depth form is 1.11-1.21x faster on the float32 step; in inference (forward only)
+#   the strided lax convolution is the faster one (space-to-depth forward 0.84-0.88x in bf16).
+# gpu, tpu: the plain lax convolution until measured on the device: the accelerator check
+#   (benchmarks/accelerator_check.sh, stage conv_formulations) prints the entry to write here.
+# A backend missing from the table gets AUTO_FALLBACK.
+AUTO_IMPL = {
+    "cpu": ("space_to_depth", "xla"),
+    "gpu": ("xla", "xla"),
+    "tpu": ("xla", "xla"),
+}
+AUTO_FALLBACK = ("xla", "xla")
 
 _DIMS = ("NWC", "WIO", "NWC")
 
 
-def resolve_impl(impl: str, train: bool = True) -> str:
-    """``impl`` with ``"auto"`` replaced by the choice for the default backend and the mode."""
+def resolve_impl(impl: str, train: bool = True, backend: str | None = None) -> str:
+    """``impl`` with ``"auto"`` replaced by :data:`AUTO_IMPL`'s choice for ``backend`` (default:
+    ``jax.default_backend()``) in training (``train``) or inference."""
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
     if impl == "auto":
-        return AUTO_IMPL.get(jax.default_backend(), ("xla", "xla"))[0 if train else 1]
+        backend = backend or jax.default_backend()
+        return AUTO_IMPL.get(backend, AUTO_FALLBACK)[0 if train else 1]
     return impl
+
+
+def _lax_precision(precision: str) -> str | None:
+    """A precision name for ``lax``: ``"default"`` asks for none (module docstring)."""
+    return None if precision == "default" else precision
 
 
 def same_padding(n: int, k: int, stride: int) -> tuple[int, int]:
@@ -68,11 +93,12 @@ def conv1d_xla(
 ) -> jax.Array:
     """The reference: 'SAME' ``lax.conv_general_dilated``, ``(b, n, c) -> (b, ceil(n/s), f)``.
 
-    ``precision``: a ``lax.Precision`` name (``'default'``, ``'high'``, ``'highest'``).
+    ``precision``: a ``lax.Precision`` name (``'default'``, ``'high'``, ``'highest'``; module
+    docstring).
     """
     pad = same_padding(x.shape[1], kernel.shape[0], stride)
     return lax.conv_general_dilated(
-        x, kernel, (stride,), [pad], dimension_numbers=_DIMS, precision=precision
+        x, kernel, (stride,), [pad], dimension_numbers=_DIMS, precision=_lax_precision(precision)
     )
 
 
@@ -98,7 +124,7 @@ def conv1d_space_to_depth(
     kernel = jnp.pad(kernel, [(0, taps * stride - k), (0, 0), (0, 0)])
     kernel = kernel.reshape(taps, stride * c_in, c_out)
     return lax.conv_general_dilated(
-        x, kernel, (1,), "VALID", dimension_numbers=_DIMS, precision=precision
+        x, kernel, (1,), "VALID", dimension_numbers=_DIMS, precision=_lax_precision(precision)
     )
 
 

@@ -34,7 +34,8 @@ ACTIVATIONS = {"relu": nn.relu, "swish": nn.swish}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 # Matmul/convolution precision of the encoder's layers (``lax.Precision`` names). "default" is the
 # backend's choice: full float32 on CPUs; TF32 on NVIDIA Ampere and later and one bf16 pass on TPU
-# for float32 inputs, which is also what TensorFlow (the original Keras training) does on GPUs.
+# for float32 inputs, which is also what TensorFlow (the original Keras training) does on GPUs;
+# it asks lax for no precision, so jax.default_matmul_precision can raise it (model/conv.py).
 PRECISIONS = ("default", "high", "highest")
 
 
