@@ -133,7 +133,7 @@ def main() -> None:
     loss = get_loss("ntxent", axis_name="data", temperature=0.1)
     model = MODELS[args.model]
     state = create_train_state(model, loss, optimizer, jax.random.key(0), mesh)
-    step_fn = make_train_step(model, "ntxent", {"temperature": 0.1}, optimizer, mesh)
+    step_fn = make_train_step(model, get_loss("ntxent", temperature=0.1), optimizer, mesh)
     times: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         shape = (model.n_samples, 12)
