@@ -19,7 +19,6 @@ import numpy as np
 
 from pclr_jax.model.encoder import EncoderConfig
 from pclr_jax.weights.keras_graph import parse_model_config, trace_resnet
-from pclr_jax.weights.keras_weights import WEIGHT_MAP as WEIGHT_MAP  # its name before the move
 from pclr_jax.weights.keras_weights import KerasModel, assemble_variables, check_no_stray_layers
 from pclr_jax.weights.output_layer import H5_ATTRIBUTE
 
