@@ -24,7 +24,8 @@ table from the serial one (same ids in the same order, checked).
 Bounds, measured alone in the same run:
 
 * **model-only**: ``Encoder.embed`` on random ``(N, 4096, 12)`` input (all cores), ECG/s and CPU
-  seconds per ECG;
+  seconds per ECG, at the contenders' batch (the one the bound uses) and at ``pclr bench embed``'s
+  64;
 * **read-only**: reading + preparing (``prepare_chunk``, what a reader process does) with 0
   (in this process), 1, 2, 4 ... usable-cores reader processes, no model: ECG/s, and CPU seconds
   per ECG in-process;
@@ -62,6 +63,7 @@ ML4H_PEER = ROOT / "benchmarks" / "peers" / "ml4h_embed.py"
 TEMPLATES = 64  # distinct generated ECGs; record i is a copy of template i % TEMPLATES
 RESULT = "RESULT "  # prefix of a role's one JSON line on stdout
 SAMPLE_S = 0.5
+BENCH_EMBED_BATCH = 64  # `pclr bench embed`'s batch: the model-only rate is also taken there
 
 
 # ----------------------------------------------------------------- roles (child processes)
@@ -313,11 +315,15 @@ def measure(args) -> dict:
     if not weights.exists():
         run_child([sys.executable, __file__, "weights", str(weights)], env, logs / "weights.log")
     script = [sys.executable, __file__]
-    model = run_child(
-        [*script, "model", str(weights), str(args.model_ecgs), str(args.batch_size)],
-        env,
-        logs / "model.log",
-    )
+    model_rates = {
+        batch: run_child(
+            [*script, "model", str(weights), str(args.model_ecgs), str(batch)],
+            env,
+            logs / f"model_{batch}.log",
+        )
+        for batch in sorted({args.batch_size, BENCH_EMBED_BATCH})
+    }
+    model = model_rates[args.batch_size]
     read = {
         workers: run_child(
             [*script, "read", str(folders[sizes[0]]), str(workers), str(args.read_records)],
@@ -364,6 +370,7 @@ def measure(args) -> dict:
         "batch_size": args.batch_size,
         "startup_records": args.startup_records,
         "model_only": model,
+        "model_only_by_batch": {str(batch): r for batch, r in model_rates.items()},
         "read_only": {str(k): v for k, v in read.items()},
         "cpu_work_bound_ecg_per_s": bound,
         "startup": startup,
@@ -383,9 +390,14 @@ def report(result: dict) -> str:
         "",
         "| alone | ECG/s | CPU s per ECG |",
         "|---|---:|---:|",
-        f"| model only (Encoder.embed, batch {result['batch_size']}, all cores) | "
-        f"{model['ecg_per_s']:.1f} | {model['cpu_s_per_ecg']:.4f} |",
     ]
+    by_batch = result.get("model_only_by_batch", {str(result["batch_size"]): model})
+    for batch, r in sorted(by_batch.items(), key=lambda item: int(item[0])):
+        used = " (the contenders')" if int(batch) == result["batch_size"] else ""
+        lines.append(
+            f"| model only (Encoder.embed, batch {batch}{used}, all cores) | "
+            f"{r['ecg_per_s']:.1f} | {r['cpu_s_per_ecg']:.4f} |"
+        )
     one = read.get("1", read["0"])["ecg_per_s"]
     for workers, r in read.items():
         label = "in process" if workers == "0" else f"{workers} reader process(es)"
