@@ -290,7 +290,8 @@ def test_accelerator_check_runs_end_to_end_at_tiny_sizes(tmp_path):
     assert stages["torch_peer"]["status"] == "skipped" or "torch" not in sys.modules
     tests = summary["tests"]
     assert tests["ran_on"]["jax_platform"] == "cpu" and tests["ran_on"]["device_count"] == "8"
-    assert tests["tests"] >= 20 and tests["failed"] == [] and tests["skipped"] == 0
+    assert tests["selection"] == list(accelerator_check.TINY_DEVICE_CHECK_FILES)
+    assert tests["tests"] == 3 and tests["failed"] == [] and tests["skipped"] == 0
     for dtype in ("bf16", "fp32"):
         assert summary["largest_batch"][dtype]["pairs"] == 4  # capped at 4 in tiny mode
         assert summary["largest_batch"][dtype]["probes"] == [2, 4]  # two step compilations
