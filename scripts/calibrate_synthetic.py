@@ -19,6 +19,7 @@ were tuned after them (``cpu_calibrated``); the table lists them apart, as valid
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -27,6 +28,7 @@ import time
 import numpy as np
 import pandas as pd
 import wfdb
+from calibrate_transfer import replace_doc_block
 
 from pclr_jax.data.builders.pclr_synthetic import PclrSynthetic
 from pclr_jax.data.synthetic import generator as synthetic
@@ -85,7 +87,7 @@ def synthetic_cohort(config_name: str, patients: int):
     """Measures every ECG of the first ``patients`` patients of a pclr_synthetic config."""
     builder_config = next(c for c in PclrSynthetic.BUILDER_CONFIGS if c.name == config_name)
     config = builder_config.synthetic_config()
-    config = synthetic.dataclasses.replace(config, n_patients=min(patients, config.n_patients))
+    config = dataclasses.replace(config, n_patients=min(patients, config.n_patients))
     ecgs, metadata = synthetic.generate(config)
     return measure_cohort(list(ecgs), metadata["patient_id"].to_numpy(), config.duration_s)
 
@@ -120,12 +122,20 @@ def main() -> None:
     parser.add_argument("--out", type=pathlib.Path, default=None)
     parser.add_argument("--json", type=pathlib.Path, default=None, help="write the raw numbers")
     parser.add_argument("--from-json", type=pathlib.Path, default=None, help="only render it")
+    parser.add_argument(
+        "--update-doc",
+        type=pathlib.Path,
+        default=None,
+        help="also replace the block 'statistics' of this markdown file (e.g. docs/data.md)",
+    )
     args = parser.parse_args()
     if args.from_json is not None:
         text = markdown_table(json.loads(args.from_json.read_text())["columns"])
         print(text)
         if args.out is not None:
             args.out.write_text(text + "\n")
+        if args.update_doc is not None:
+            replace_doc_block(args.update_doc, "statistics", text + "\n")
         return
 
     columns = {}
@@ -166,6 +176,8 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d"),
         }
         args.json.write_text(json.dumps(raw, indent=1) + "\n")
+    if args.update_doc is not None:
+        replace_doc_block(args.update_doc, "statistics", text + "\n")
     if args.out is not None:
         args.out.write_text(text + "\n")
 

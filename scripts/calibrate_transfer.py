@@ -202,6 +202,22 @@ def render(result: dict) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def doc_block(text: str, name: str) -> str:
+    """The generated block ``name`` of a markdown ``text`` (between its begin and end markers)."""
+    begin, end = f"<!-- generated:{name}:begin -->\n", f"<!-- generated:{name}:end -->"
+    if begin not in text or end not in text:
+        raise ValueError(f"no block {name!r} (markers {begin.strip()} ... {end})")
+    return text.split(begin, 1)[1].split(end, 1)[0]
+
+
+def replace_doc_block(path: pathlib.Path, name: str, block: str) -> None:
+    """Replaces the generated block ``name`` of the markdown file ``path`` by ``block``."""
+    text = path.read_text()
+    old = doc_block(text, name)
+    begin = f"<!-- generated:{name}:begin -->\n"
+    path.write_text(text.replace(begin + old, begin + block, 1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=["cpu_default", "cpu_realistic"])
@@ -219,10 +235,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=pathlib.Path, default=None)
     parser.add_argument("--render-only", action="store_true", help="regenerate <out>.md")
+    parser.add_argument(
+        "--update-doc",
+        type=pathlib.Path,
+        default=None,
+        help="also replace the block 'transfer' of this markdown file (e.g. docs/data.md)",
+    )
     args = parser.parse_args()
     if args.render_only:
         result = json.loads(args.out.with_suffix(".json").read_text())
         args.out.with_suffix(".md").write_text(render(result))
+        if args.update_doc is not None:
+            replace_doc_block(args.update_doc, "transfer", render(result))
         return
 
     from pclr_jax.embedding import load_encoder
@@ -317,6 +341,8 @@ def main() -> None:
             args.out.with_suffix(".csv"), index=False
         )
         args.out.with_suffix(".md").write_text(text)
+    if args.update_doc is not None:
+        replace_doc_block(args.update_doc, "transfer", text)
 
 
 if __name__ == "__main__":

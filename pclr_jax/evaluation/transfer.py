@@ -284,6 +284,8 @@ def side_by_side(frame: pd.DataFrame, sources: Sequence[str] | None = None) -> s
     A cell is ``value [ci_low, ci_high]`` (retrieval) or ``mean ± sd over repeats`` (probes),
     followed by ``(difference to the reference)`` with its interval where there is one.
     """
+    numbers = [c for c in COLUMNS if c not in ("source", "metric")]
+    frame = frame.astype(dict.fromkeys(numbers, float))  # JSON nulls -> NaN
     sources = list(sources or dict.fromkeys(frame["source"]))
     metrics = list(dict.fromkeys(frame["metric"]))
     cells = {(r["metric"], r["source"]): _cell(r) for _, r in frame.iterrows()}
