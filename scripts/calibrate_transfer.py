@@ -249,7 +249,7 @@ def main() -> None:
             replace_doc_block(args.update_doc, "transfer", render(result))
         return
 
-    from pclr_jax.embedding import load_encoder
+    from pclr_jax.embedding.embedder import load_encoder
     from pclr_jax.evaluation.supervised import random_init_embeddings
     from pclr_jax.evaluation.transfer import transfer_evaluation
 
