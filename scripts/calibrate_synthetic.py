@@ -113,7 +113,9 @@ def markdown_table(columns: dict[str, dict[str, float]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ptbxl-dir", default=os.environ.get("PTBXL_DIR"))
-    parser.add_argument("--configs", nargs="+", default=["cpu_default", "cpu_realistic"])
+    parser.add_argument(
+        "--configs", nargs="+", default=["cpu_default", "cpu_realistic", "cpu_calibrated"]
+    )
     parser.add_argument("--synthetic-patients", type=int, default=1000)
     parser.add_argument("--real-patients", type=int, default=None, help="default: all")
     parser.add_argument("--real-cache", type=pathlib.Path, default=None)

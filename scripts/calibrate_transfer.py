@@ -220,7 +220,9 @@ def replace_doc_block(path: pathlib.Path, name: str, block: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", nargs="+", default=["cpu_default", "cpu_realistic"])
+    parser.add_argument(
+        "--configs", nargs="+", default=["cpu_default", "cpu_realistic", "cpu_calibrated"]
+    )
     parser.add_argument("--reference", default="cpu_default")
     parser.add_argument(
         "--real", type=pathlib.Path, default=ROOT.parent / "shared/data/real_ecg_dev"

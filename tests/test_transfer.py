@@ -125,3 +125,36 @@ def test_one_copy_per_recording():
     assert one_copy_per_recording(table).index.tolist() == [10, 12, 13, 14, 15]
     kept = one_copy_per_recording(table, rank_column="sampling_rate")
     assert kept.index.tolist() == [11, 12, 13, 14, 15]
+
+
+def _script(name):
+    import importlib.util
+    import pathlib
+    import sys
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def test_the_docs_calibration_tables_are_generated_from_the_raw_output():
+    """docs/data.md's transfer and statistics tables equal what the scripts render from the
+    committed JSON (docs/calibration/), so no number there is typed by hand."""
+    import json
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "data.md").read_text()
+    transfer = _script("calibrate_transfer")
+    raw = json.loads((root / "docs" / "calibration" / "transfer.json").read_text())
+    assert transfer.doc_block(doc, "transfer") == transfer.render(raw)
+    statistics = _script("calibrate_synthetic")
+    raw = json.loads((root / "docs" / "calibration" / "statistics.json").read_text())
+    assert transfer.doc_block(doc, "statistics") == statistics.markdown_table(raw["columns"]) + "\n"
+    assert len(raw["validation"]) >= 2

@@ -274,6 +274,8 @@ def _cell(row: pd.Series, digits: int = 3) -> str:
         text += f" ({sign}{abs(row['diff']):.{digits}f}"
         if np.isfinite(row["diff_ci_low"]):
             text += f" [{row['diff_ci_low']:+.{digits}f}, {row['diff_ci_high']:+.{digits}f}]"
+        elif np.isfinite(row["diff_sd"]):
+            text += f" ± {row['diff_sd']:.{digits}f}"
         text += ")"
     return text
 
@@ -282,7 +284,8 @@ def side_by_side(frame: pd.DataFrame, sources: Sequence[str] | None = None) -> s
     """A markdown table of a :func:`transfer_evaluation` frame: metrics down, sources across.
 
     A cell is ``value [ci_low, ci_high]`` (retrieval) or ``mean ± sd over repeats`` (probes),
-    followed by ``(difference to the reference)`` with its interval where there is one.
+    followed by ``(difference to the reference [interval])`` (retrieval) or ``(mean difference ±
+    its sd over the repeats)`` (probes).
     """
     numbers = [c for c in COLUMNS if c not in ("source", "metric")]
     frame = frame.astype(dict.fromkeys(numbers, float))  # JSON nulls -> NaN

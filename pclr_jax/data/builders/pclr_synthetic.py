@@ -74,7 +74,7 @@ CALIBRATED = {
 }
 """The knobs of the ``calibrated`` configs: ``REALISTIC`` with look-alike families at 60 % and a
 per-ECG shape change of 0.1 (the setting that matched PTB-XL's template statistics, docs/data.md),
-chosen with transfer to real ECGs as a criterion, and a weaker LVH (R-wave gain 1.1-1.45, strain
+checked against transfer to real ECGs, and a weaker LVH (R-wave gain 1.1-1.45, strain
 in 30 % of LVH patients) so that LVH is not separable by voltage alone."""
 
 
