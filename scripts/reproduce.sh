@@ -50,7 +50,7 @@ case "$DATASET" in
     REPEATS=${REPEATS:-5}
     SCRATCH_REPEATS=${SCRATCH_REPEATS:-2}
     # The reproduction's synthetic set is cpu_default (docs/reproduction.md); the default job
-    # (runs/default) now trains on cpu_realistic, so the reproduction pretrains in its own workdir.
+    # (runs/default) trains on cpu_calibrated, so the reproduction pretrains in its own workdir.
     WORKDIR=${WORKDIR:-$OUT/pretrain}
     DATA=(--data pclr_synthetic --data-config cpu_default --data-dir "$DATA_DIR"
       --split train --test-split test)

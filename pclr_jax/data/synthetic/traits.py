@@ -28,7 +28,8 @@ rotation_deg           12 z: rotation of the ventricular dipole about the vertic
                        from left towards the back (moves the precordial R/S transition).
 qrs_voltage            relative QRS size exp(0.16 z) (1 - 0.13 female) (1 - 0.035 dec).
 t_voltage              relative T size exp(0.2 z) (1 - 0.18 female) (1 - 0.04 dec).
-lvh_voltage_factor     R-wave gain with LVH, uniform in [1.45, 1.9] (1 without).
+lvh_voltage_factor     R-wave gain with LVH, uniform in lvh_voltage_gain (default [1.45, 1.9];
+                       1 without).
 rsa_fraction           respiratory sinus arrhythmia, RR half-amplitude as a fraction of RR:
                        0.045 exp(-0.3 dec + 0.35 z) [0, 0.15]; 0 with AF.
 rr_irregularity        AF only: log-normal sigma of successive RR intervals, uniform [0.14, 0.28].
@@ -282,7 +283,8 @@ def model_from_draws(
     right = bbb * (u["bbb_type"] < config.right_bbb_fraction)
     left = bbb - right
     strain = lvh * (u["lvh_strain"] < config.lvh_strain_fraction)
-    lvh_factor = np.where(lvh == 1, 1.45 + 0.45 * u["lvh_factor"], 1.0)
+    gain_low, gain_high = config.lvh_voltage_gain
+    lvh_factor = np.where(lvh == 1, gain_low + (gain_high - gain_low) * u["lvh_factor"], 1.0)
     if config.lvh_progression_per_year and np.any(years_since_first):
         lvh_factor = np.minimum(
             lvh_factor + lvh * config.lvh_progression_per_year * years_since_first, 2.4
