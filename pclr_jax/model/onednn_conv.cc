@@ -1,4 +1,5 @@
-// PROTOTYPE (issue 23, step 1: the measured gate). oneDNN 1-D convolutions as XLA FFI custom calls.
+// oneDNN 1-D convolutions as XLA FFI custom calls: the encoder's conv_impl="onednn"
+// (pclr_jax/model/onednn_conv.py; built on first use by pclr_jax/model/onednn_build.py).
 //
 // Layouts are the encoder's (pclr_jax/model/conv.py): activations (batch, n, c) = NWC, kernels
 // (k, c_in, c_out) = WIO, float32 or bfloat16 (bf16 in, bf16 out, f32 accumulation inside oneDNN).
