@@ -1,38 +1,36 @@
-"""Issue 23's gate: would oneDNN's convolutions make the CPU training step worth a custom call?
+"""Issue 23's measurement: oneDNN's convolutions (``conv_impl="onednn"``) against XLA's on CPU.
 
-For every distinct convolution of the encoder (default ``EncoderConfig``: 12 x 4096 input; a
-training step of 32 pairs = 64 ECGs), float32 and bfloat16, this times each pass separately,
-forward, input gradient (backward-data) and kernel gradient (backward-weights):
+Two parts, float32 and bfloat16, default ``EncoderConfig`` (12 x 4096 input; 32 pairs = 64 ECGs):
 
-* XLA, the formulation the encoder's ``conv_impl="auto"`` uses in CPU training
-  (``space_to_depth`` for strided k16 layers, ``lax`` otherwise) and the plain ``"xla"`` one:
-  ``jit`` of the forward, ``jit`` of ``jax.vjp`` for one gradient (the unused forward is dropped
-  by XLA);
-* oneDNN through the prototype custom call (:mod:`pclr_jax.model.onednn_conv`), in each memory
-  format choice of ``--layouts`` (reorders from and to NWC/WIO included); the fastest per pass
-  counts, and oneDNN's implementation for it is named (e.g. ``brgconv:avx512_core_amx``).
-  Choices that fall to oneDNN's reference kernels (``ref:any``) are not timed.
+1. **Per layer.** For every distinct convolution of the encoder, each pass timed separately:
+   forward, input gradient (backward-data) and kernel gradient (backward-weights), for XLA (the
+   formulation ``"auto"`` takes in CPU training without oneDNN, ``space_to_depth`` for strided
+   k16 layers and ``lax`` otherwise, and the plain ``"xla"``) and for the oneDNN custom call
+   (:mod:`pclr_jax.model.onednn_conv`) in each memory-format choice of ``--layouts`` (default
+   ``auto``, the module's per-dtype/per-pass choice; reorders from and to NWC/WIO included), with
+   oneDNN's implementation named (e.g. ``brgconv:avx512_core_amx``). Layouts that fall to oneDNN's
+   reference kernels (``ref:any``) are not timed. A layer's contenders run INTERLEAVED (A, B, C,
+   A, B, C, ...) after one warm-up call each; medians over ``--rounds``.
+2. **Whole programs, measured (not projected).** The training step (``pclr bench train``'s
+   program, :func:`pclr_jax.benchmarking.workloads.compile_train_step`: PCLR with head, NT-Xent,
+   Adam) with ``conv_impl`` ``onednn``, XLA's training formulation (``space_to_depth``) and
+   ``xla``; and the embedding forward pass (``pclr bench embed``'s program, batch 64) with
+   ``onednn`` and ``xla`` (XLA's inference formulation). All of a part's programs are compiled
+   first, then their calls interleaved; medians over ``--step-rounds``. The ratio XLA / oneDNN
+   of the step decides: >= 1.2x in float32 or >= 1.5x in bfloat16 (issue 23's gate), and it is
+   what ``ONEDNN_AUTO`` in ``pclr_jax/model/conv.py`` should follow.
 
-All contenders of a layer run INTERLEAVED (A, B, C, A, B, C, ...) after one warm-up call each;
-medians over ``--rounds``. Then the whole training step (``pclr bench train``'s program,
-:func:`pclr_jax.benchmarking.workloads.compile_train_step`) and the embedding forward pass
-(batch 64, :func:`~pclr_jax.benchmarking.workloads.compile_embed`) are timed, interleaved, per
-dtype and projected: the step time, less XLA's time for the net's convolutions (each layer's
-three passes times its count; the stem needs no input gradient), plus oneDNN's. The gate passes if
-the projected training step is >= 1.2x XLA's in float32 or >= 1.5x in bfloat16. The embedding is
-projected the same way from forward passes (inference uses plain ``lax``).
-
-The projection assumes the rest of the step (batch norms, pools, loss, optimizer) is unchanged
-and that the custom call costs no more inside the step than alone (no fusion lost, no thread
-contention between XLA's pool and oneDNN's OpenMP threads): an upper bound to check, not a
-measurement of a step.
+The per-layer times do not add up to a step (a step's convolutions run with other work around
+them, fused or not, sharing caches and threads), which is why part 2 measures the programs.
 
     PYTHONPATH=. python benchmarks/onednn_gate.py --json benchmarks/results/onednn_gate.json
+    PYTHONPATH=. python benchmarks/onednn_gate.py --skip-layers --json ...   # part 2 only
+    PYTHONPATH=. python benchmarks/onednn_gate.py --markdown benchmarks/results/onednn_gate.json
 
-``--quick`` (smoke test, about a minute on an idle 2-core machine): 256 samples, 2 pairs, 2 rounds,
-one layout, the ``auto`` step only. Needs the
-custom call built (``pip install '.[cpu-onednn]' && bash csrc/onednn_conv/build.sh``). Name the
-machine and its load when quoting; ``--json`` records both.
+``--markdown JSON`` prints the per-layer table of a result file as Markdown (for
+``docs/speed_cpu.md``) and times nothing. ``--quick`` (smoke test, a minute or two on an idle
+2-core machine): 256 samples, 2 pairs, 2 rounds. Needs the ``cpu-onednn`` extra (the extension is
+compiled on first use). Name the machine and its load when quoting; ``--json`` records both.
 """
 
 from __future__ import annotations
@@ -57,6 +55,8 @@ from pclr_jax.model.encoder import EncoderConfig
 PASSES = ("fwd", "bwd_data", "bwd_weights")
 DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 GATE = {"fp32": 1.2, "bf16": 1.5}
+# What "auto" takes on CPU without oneDNN: (training, inference).
+XLA_AUTO = conv.AUTO_IMPL["cpu"]
 
 
 def conv_layers(config: EncoderConfig) -> list[dict]:
@@ -132,7 +132,7 @@ def time_layer(row: dict, dtype: str, batch: int, layouts: list[str], rounds: in
     w = jnp.asarray(rng.normal(size=(k, c_in, c_out)) / np.sqrt(k * c_in), dt)
     dy = jnp.asarray(rng.normal(size=(batch, -(-n // s), c_out)), dt)
     args = {"fwd": (x, w), "bwd_data": (x, w, dy), "bwd_weights": (x, w, dy)}
-    auto = conv.resolve_impl("auto", train=True)
+    auto = XLA_AUTO[0]
     contenders, impls = {}, {}
     for impl in dict.fromkeys([auto, "xla"]):
         for what, fn in _xla_passes(impl, s).items():
@@ -161,12 +161,6 @@ def time_layer(row: dict, dtype: str, batch: int, layouts: list[str], rounds: in
             "onednn_ms_by_layout": tried,
         }
     return result
-
-
-def _layer_total(row: dict, key: str, passes=PASSES) -> float:
-    """ms of the layer's passes in one step (times its count; no input gradient for the stem)."""
-    used = [p for p in passes if p != "bwd_data" or row["dx"]]
-    return row["count"] * sum(row["passes"][p][key] for p in used)
 
 
 def time_steps(configs: dict, pairs: int, rounds: int) -> dict[str, list[float]]:
@@ -236,28 +230,114 @@ def _print_layers(rows: list[dict]) -> None:
             name = ""
 
 
+def markdown_layers(result: dict) -> str:
+    """The per-layer table of a result (``--json``) as Markdown: median ms per pass, XLA
+    (``"auto"``'s training formulation without oneDNN, and plain ``xla``) and oneDNN (its fastest
+    timed layout, implementation and reorders), float32 and bfloat16 rows per layer."""
+    lines = [
+        "| layer | pass | dtype | XLA auto ms | XLA xla ms | oneDNN ms | XLA auto / oneDNN | "
+        "oneDNN layout / implementation (reorders) |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    rows = sorted(result["layers"], key=lambda r: (r["names"][0], r["dtype"] != "fp32"))
+    order = {name: i for i, name in enumerate(r["names"][0] for r in result["layers"])}
+    rows.sort(key=lambda r: order[r["names"][0]])
+    for row in rows:
+        for what in PASSES:
+            p = row["passes"][what]
+            note = "" if what != "bwd_data" or row["dx"] else " (not in the step)"
+            reorders = ",".join(p["onednn_reorders"]) or "none"
+            lines.append(
+                f"| {', '.join(row['names'])} | {what}{note} | {row['dtype']} | "
+                f"{p['xla_auto_ms']:.2f} | {p['xla_ms']:.2f} | {p['onednn_ms']:.2f} | "
+                f"{p['xla_auto_ms'] / p['onednn_ms']:.2f}x | {p['onednn_layout']} / "
+                f"{p['onednn_impl']} ({reorders}) |"
+            )
+    return "\n".join(lines)
+
+
+def _medians_ms(times: dict) -> dict:
+    return {key: 1e3 * statistics.median(ts) for key, ts in times.items()}
+
+
+def measure_programs(configs: dict, pairs: int, rounds: int) -> dict:
+    """Part 2: the training step per dtype with conv_impl onednn, XLA's training formulation and
+    xla, interleaved; the embedding with onednn and xla, interleaved. Median ms, every time, and
+    the ratios (XLA / oneDNN: above 1, oneDNN is faster)."""
+    batch = 2 * pairs
+    train = {
+        (dtype, impl): config.replace(conv_impl=impl)
+        for dtype, config in configs.items()
+        for impl in ("onednn", XLA_AUTO[0], "xla")
+    }
+    embed = {
+        (dtype, impl): config.replace(conv_impl=impl)
+        for dtype, config in configs.items()
+        for impl in ("onednn", XLA_AUTO[1])
+    }
+    print(f"\n== training step ({pairs} pairs), interleaved, {rounds} rounds", flush=True)
+    steps = time_steps(train, pairs, rounds)
+    print(f"== embedding (batch {batch}), interleaved, {rounds} rounds", flush=True)
+    embeds = time_embeds(embed, batch, rounds)
+    out = {}
+    for dtype in configs:
+        step_ms = _medians_ms({impl: steps[(dtype, impl)] for d, impl in train if d == dtype})
+        embed_ms = _medians_ms({impl: embeds[(dtype, impl)] for d, impl in embed if d == dtype})
+        out[f"train_{dtype}"] = {
+            "median_ms": step_ms,
+            "times_s": {impl: steps[(dtype, impl)] for d, impl in train if d == dtype},
+            "ecg_per_s": {impl: 1e3 * batch / ms for impl, ms in step_ms.items()},
+            "ratio_vs_xla_auto": step_ms[XLA_AUTO[0]] / step_ms["onednn"],
+            "ratio_vs_xla": step_ms["xla"] / step_ms["onednn"],
+        }
+        out[f"embed_{dtype}"] = {
+            "median_ms": embed_ms,
+            "times_s": {impl: embeds[(dtype, impl)] for d, impl in embed if d == dtype},
+            "ecg_per_s": {impl: 1e3 * batch / ms for impl, ms in embed_ms.items()},
+            "ratio_vs_xla": embed_ms[XLA_AUTO[1]] / embed_ms["onednn"],
+        }
+    return out
+
+
+def _print_programs(programs: dict) -> None:
+    print("\n| program | dtype | conv_impl | median ms | ECG/s | XLA / oneDNN |")
+    print("|---|---|---|---:|---:|---:|")
+    for name, entry in programs.items():
+        kind, dtype = name.split("_")
+        for impl, ms in entry["median_ms"].items():
+            ratio = ""
+            if impl != "onednn":
+                ratio = f"{ms / entry['median_ms']['onednn']:.2f}x"
+            print(
+                f"| {kind} | {dtype} | {impl} | {ms:.1f} | {entry['ecg_per_s'][impl]:.1f} | "
+                f"{ratio} |"
+            )
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--markdown", help="print the per-layer table of this result file, only")
     parser.add_argument("--quick", action="store_true", help="smoke test: small and short")
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (median)")
-    parser.add_argument("--step-rounds", type=int, default=7, help="timed training steps")
+    parser.add_argument("--skip-layers", action="store_true", help="part 2 only")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per layer (median)")
+    parser.add_argument("--step-rounds", type=int, default=7, help="timed steps / embeddings")
     parser.add_argument("--pairs", type=int, default=32, help="pairs per step (2x ECGs)")
     parser.add_argument("--samples", type=int, default=4096)
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument(
-        "--layouts",
-        nargs="+",
-        default=["plain_act", "any", "plain", "blocked"],
-        choices=sorted(onednn_conv.LAYOUTS),
+        "--layouts", nargs="+", default=["auto"], choices=["auto", *sorted(onednn_conv.LAYOUTS)]
     )
     args = parser.parse_args(argv)
+    if args.markdown:
+        with open(args.markdown) as f:
+            print(markdown_layers(json.load(f)))
+        return {}
     if args.quick:
         args.samples, args.pairs, args.rounds, args.step_rounds = 256, 2, 2, 2
-        args.layouts = ["plain_act"]
     ok, version = onednn_conv.available()
     if not ok:
-        raise SystemExit(f"oneDNN custom call unavailable: {version}")
+        raise SystemExit(version)
     load_before = os.getloadavg()
     batch = 2 * args.pairs
     result = {
@@ -272,69 +352,33 @@ def main(argv: list[str] | None = None) -> dict:
         "rounds": args.rounds,
         "step_rounds": args.step_rounds,
         "layouts": args.layouts,
+        "auto_resolves_to": {
+            f"{mode}_{d}": conv.resolve_impl("auto", mode == "train", dtype=DTYPES[d])
+            for d in args.dtypes
+            for mode in ("train", "embed")
+        },
         "layers": [],
-        "projection": {},
     }
     print(f"machine: {result['machine']}\nload average before: {load_before}")
     print(f"jax {jax.__version__}, oneDNN {version}; batch {batch} ECGs x {args.samples} samples")
+    print(f"conv_impl='auto' here: {result['auto_resolves_to']}")
     configs = {d: workloads.encoder_config("full", args.samples, d) for d in args.dtypes}
-    rows = distinct(conv_layers(configs[args.dtypes[0]]))
-    for dtype in args.dtypes:
-        layer_rows = [time_layer(row, dtype, batch, args.layouts, args.rounds) for row in rows]
-        result["layers"] += layer_rows
-        print(f"\n== {dtype}: per layer, median ms (ratio: XLA auto / oneDNN best layout)")
-        _print_layers(layer_rows)
-    step_configs = {}
-    for dtype in args.dtypes:
-        for impl in ("auto",) if args.quick else ("auto", "xla"):
-            step_configs[(dtype, impl)] = configs[dtype].replace(conv_impl=impl)
-    steps = time_steps(step_configs, args.pairs, args.step_rounds)
-    embeds = time_embeds({d: configs[d] for d in args.dtypes}, batch, args.step_rounds)
-    print("\n== projection (ms; ratio = measured XLA / projected oneDNN)")
-    for dtype in args.dtypes:
-        layer_rows = [r for r in result["layers"] if r["dtype"] == dtype]
-        onednn_train = sum(_layer_total(r, "onednn_ms") for r in layer_rows)
-        onednn_fwd = sum(_layer_total(r, "onednn_ms", ("fwd",)) for r in layer_rows)
-        for impl, key in (("auto", "xla_auto_ms"), ("xla", "xla_ms")):
-            if (dtype, impl) not in steps:
-                continue
-            step = 1e3 * statistics.median(steps[(dtype, impl)])
-            xla_convs = sum(_layer_total(r, key) for r in layer_rows)
-            projected = step - xla_convs + onednn_train
-            entry = {
-                "step_ms": step,
-                "step_times_s": steps[(dtype, impl)],
-                "xla_conv_ms": xla_convs,
-                "onednn_conv_ms": onednn_train,
-                "projected_step_ms": projected,
-                "ratio": step / projected,
-            }
-            result["projection"][f"train_{dtype}_{impl}"] = entry
-            print(
-                f"train {dtype} (step conv_impl={impl}): step {step:.1f}, XLA convs "
-                f"{xla_convs:.1f}, oneDNN convs {onednn_train:.1f} -> {projected:.1f}: "
-                f"{entry['ratio']:.2f}x"
-            )
-        embed = 1e3 * statistics.median(embeds[dtype])
-        xla_fwd = sum(_layer_total(r, "xla_ms", ("fwd",)) for r in layer_rows)
-        projected = embed - xla_fwd + onednn_fwd
-        result["projection"][f"embed_{dtype}"] = {
-            "embed_ms": embed,
-            "embed_times_s": embeds[dtype],
-            "xla_conv_fwd_ms": xla_fwd,
-            "onednn_conv_fwd_ms": onednn_fwd,
-            "projected_embed_ms": projected,
-            "ratio": embed / projected,
-        }
-        print(
-            f"embed {dtype} (batch {batch}): {embed:.1f}, XLA conv fwd {xla_fwd:.1f}, oneDNN "
-            f"{onednn_fwd:.1f} -> {projected:.1f}: {embed / projected:.2f}x"
-        )
-    gate = {d: result["projection"][f"train_{d}_auto"]["ratio"] >= GATE[d] for d in args.dtypes}
+    if not args.skip_layers:
+        rows = distinct(conv_layers(configs[args.dtypes[0]]))
+        for dtype in args.dtypes:
+            layer_rows = [time_layer(row, dtype, batch, args.layouts, args.rounds) for row in rows]
+            result["layers"] += layer_rows
+            print(f"\n== {dtype}: per layer, median ms (ratio: XLA auto / oneDNN best layout)")
+            _print_layers(layer_rows)
+    result["programs"] = measure_programs(configs, args.pairs, args.step_rounds)
+    _print_programs(result["programs"])
+    gate = {
+        d: result["programs"][f"train_{d}"]["ratio_vs_xla_auto"] >= GATE[d] for d in args.dtypes
+    }
     result["gate"] = {"thresholds": GATE, "passes_by_dtype": gate, "passes": any(gate.values())}
     result["load_average_after"] = os.getloadavg()
     print(
-        f"\ngate (train step >= 1.2x fp32 or >= 1.5x bf16, vs conv_impl=auto): "
+        f"\ngate (measured train step, XLA {XLA_AUTO[0]} / oneDNN >= 1.2x fp32 or >= 1.5x bf16): "
         f"{'PASS' if result['gate']['passes'] else 'FAIL'} {gate}"
     )
     print(f"load average after: {result['load_average_after']}")
