@@ -42,7 +42,7 @@ case "${1:-}" in
     ;;
   test-onednn)
     # The oneDNN convolution path (docs/speed_cpu.md#the-onednn-path): the extra (about 40 MB),
-    # the extension compiled once into its cache (about 30 s; fails here if it cannot be built),
+    # the extension compiled once into its cache (seconds; fails here if it cannot be built),
     # then the files that test it against XLA and the choice of "auto". PCLR_REQUIRE_ONEDNN makes
     # tests/test_onednn_conv.py fail instead of skipping where the extension does not load.
     ensure_venv ",cpu-onednn"

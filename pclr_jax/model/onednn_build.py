@@ -9,7 +9,8 @@ at ``pip install`` time (``docs/speed_cpu.md#the-onednn-path`` says why).
 
 Needs the ``cpu-onednn`` extra (``pip install 'pclr-jax[cpu-onednn]'``: the ``onednn-cpu-gomp``
 library and ``onednn-devel-cpu-gomp`` headers, 2023.2) and a C++17 compiler (``$CXX``, default
-``g++``); compiling takes about half a minute. Explicitly, once (prints the library's path)::
+``g++``); compiling takes a few seconds (4 s on a 2-core Xeon). Explicitly, once (prints the
+library's path)::
 
     python -m pclr_jax.model.onednn_build [--force]
 
