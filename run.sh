@@ -2,6 +2,8 @@
 # Set-up and entry points for a fresh machine.
 #   bash run.sh job    install into .venv, pretrain on the embedded synthetic data, print evaluation
 #   bash run.sh test   install into .venv (test and beam extras) and run the whole test suite
+#   bash run.sh test-onednn  add the cpu-onednn extra, build the oneDNN convolution extension and
+#                      run the test files of the oneDNN path (conv_impl="onednn", "auto")
 #   bash run.sh lint   ruff lint and format checks
 # VENV=path overrides the virtual environment's location.
 set -euo pipefail
@@ -38,13 +40,25 @@ case "${1:-}" in
     fi
     exit "$rc"
     ;;
+  test-onednn)
+    # The oneDNN convolution path (docs/speed_cpu.md#the-onednn-path): the extra (about 40 MB),
+    # the extension compiled once into its cache (seconds; fails here if it cannot be built),
+    # then the files that test it against XLA and the choice of "auto". PCLR_REQUIRE_ONEDNN makes
+    # tests/test_onednn_conv.py fail instead of skipping where the extension does not load.
+    ensure_venv ",cpu-onednn"
+    shift
+    "$VENV/bin/python" -m pclr_jax.model.onednn_build
+    PCLR_REQUIRE_ONEDNN=1 XLA_FLAGS=--xla_force_host_platform_device_count=8 \
+      "$VENV/bin/python" -m pytest -n 2 --dist loadfile -q tests/test_onednn_conv.py \
+      tests/test_onednn_build.py tests/test_conv_impl.py tests/test_train_step.py "$@"
+    ;;
   lint)
     ensure_venv
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
     ;;
   *)
-    echo "usage: bash run.sh job|test|lint" >&2
+    echo "usage: bash run.sh job|test|test-onednn|lint" >&2
     exit 2
     ;;
 esac

@@ -111,7 +111,9 @@ def layers(dtype: str, rounds: int) -> list[dict]:
         w = jnp.asarray(rng.normal(size=(k, c_in, c_out)) / np.sqrt(k * c_in), dt)
         g = jnp.asarray(rng.normal(size=(BATCH, -(-n // s), c_out)), jnp.float32)
         fns, args = {}, {}
-        impls = list(conv.CONV_IMPLS[1:] if s > 1 and k > 1 else ("xla",))  # others: same code
+        # XLA's formulations (oneDNN's: benchmarks/onednn_gate.py); stride 1: all the same code
+        xla_impls = [i for i in conv.CONV_IMPLS[1:] if i != "onednn"]
+        impls = list(xla_impls if s > 1 and k > 1 else ("xla",))
         for impl in impls + ["ncw"]:
             c = _ncw_conv if impl == "ncw" else conv.conv1d
             fwd = jax.jit(lambda x, w, impl=impl, s=s, c=c: c(x, w, s, impl))

@@ -42,7 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.bn_momentum = 0.99
     c.model.bn_epsilon = 1e-3
     # Formulations only (same parameters and values): "auto" picks the fastest measured one per
-    # backend; "xla" / "flax" are the plain lax.conv / nn.BatchNorm (docs/speed_cpu.md).
+    # backend, CPU and dtype; "xla" / "flax" are the plain lax.conv / nn.BatchNorm; conv_impl
+    # "onednn" needs the cpu-onednn extra (docs/speed_cpu.md).
     c.model.conv_impl = "auto"
     c.model.norm_impl = "auto"
     # Encoder conv precision: "default" (the backend's: TF32 on recent NVIDIA GPUs, as in

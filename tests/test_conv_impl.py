@@ -172,7 +172,10 @@ def test_fused_batch_norm_averages_statistics_over_axis_name():
         _close(a, e)
 
 
-IMPLS = set(itertools.product(conv.CONV_IMPLS[1:], batch_norm.NORM_IMPLS[1:]))
+# The XLA formulations ("onednn", a custom call needing the cpu-onednn extra, is checked against
+# "xla" in tests/test_onednn_conv.py).
+XLA_CONV_IMPLS = tuple(i for i in conv.CONV_IMPLS[1:] if i != "onednn")
+IMPLS = set(itertools.product(XLA_CONV_IMPLS, batch_norm.NORM_IMPLS[1:]))
 REFERENCE_IMPLS = ("xla", "flax")
 LEAD_II_STRIDES = EncoderConfig(
     n_samples=2500,
@@ -198,7 +201,7 @@ def test_encoder_cases_cover_every_combination():
     covered = {REFERENCE_IMPLS} | {i for _, impls in ENCODER_CASES.values() for i in impls}
     assert covered == IMPLS
     for _, impls in ENCODER_CASES.values():
-        assert {c for c, _ in impls} | {"xla"} == set(conv.CONV_IMPLS[1:])
+        assert {c for c, _ in impls} | {"xla"} == set(XLA_CONV_IMPLS)
         assert {n for _, n in impls} | {"flax"} == set(batch_norm.NORM_IMPLS[1:])
 
 

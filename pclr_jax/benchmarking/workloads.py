@@ -402,6 +402,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from pclr_jax import __version__
     from pclr_jax.benchmarking.memory import device_peak_mib
+    from pclr_jax.model import conv
 
     config = config_from_spec(json.loads(args.arch))
     holder: dict = {}
@@ -409,7 +410,9 @@ def main(argv: list[str] | None = None) -> None:
     def setup():
         step, info, extra = SETUPS[args.workload](config, args)
         holder.update(extra)
-        info["framework"] = f"pclr-jax {__version__}, JAX {jax.__version__} (XLA)"
+        # the convolution formulation the program uses ("auto" resolved: training or inference)
+        impl = conv.resolve_impl(config.conv_impl, args.workload == "train", dtype=config.dtype)
+        info["framework"] = f"pclr-jax {__version__}, JAX {jax.__version__} (XLA, conv {impl})"
         info["device"] = info["platform"] = jax.devices()[0].platform
         info["device_kind"] = jax.devices()[0].device_kind
         info["device_count"] = jax.device_count()

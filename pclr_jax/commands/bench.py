@@ -13,6 +13,9 @@ Examples::
     pclr bench loss --batch-pairs 32768 --chunk-size 1024   # beyond memory when dense
     pclr bench loader --config small            # the grain pair loader, no model
     pclr bench train --config tiny --steps 3    # seconds, for a quick check
+    # bf16 with every convolution through oneDNN (pip install '.[cpu-onednn]'), against tf.keras:
+    pclr bench train --dtype bf16 --conv-impl onednn --vs tf_keras \\
+        --peer-python tf_keras=/opt/peer_tf/bin/python
 
 Every contender (pclr-jax and each ``--vs`` peer) runs in its own process on the same model
 (same parameter count, checked: the comparison is refused otherwise), batch and dtype, on random
@@ -36,6 +39,9 @@ import pathlib
 import sys
 
 PEER_NAMES = ("torch", "torch_compile", "tf_keras")
+# pclr_jax.model.conv.CONV_IMPLS, spelled out so that `pclr --help` does not import JAX (a test
+# checks that they agree).
+CONV_IMPLS = ("auto", "xla", "space_to_depth", "space_to_depth_grad", "onednn")
 
 
 def _peer_python(value: str) -> tuple[str, str]:
@@ -66,6 +72,13 @@ def add_parser(subparsers) -> None:
         "--batch-size", type=int, default=0, help="embed: ECGs per call (default 2 x pairs)"
     )
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument(
+        "--conv-impl",
+        choices=CONV_IMPLS,
+        default="auto",
+        help="pclr-jax's convolution formulation (EncoderConfig.conv_impl; onednn needs the "
+        "cpu-onednn extra, docs/speed_cpu.md); peers are unaffected",
+    )
     parser.add_argument("--steps", type=int, default=6, help="timed steps per contender")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first")
     parser.add_argument(
@@ -136,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("the peers have no chunked loss or gradient caching: drop --vs")
     try:
         config = encoder_config(args.config, args.samples, args.dtype)
+        config = config.replace(conv_impl=args.conv_impl)
     except ValueError as error:
         raise SystemExit(str(error)) from error
     arch = arch_spec(config)
@@ -190,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
     machine["load_average_1min_after"] = os.getloadavg()[0]
     title = (
         f"pclr bench {args.workload}: {args.config} model ({config.n_samples} x "
-        f"{config.n_leads}), {args.batch_pairs} pairs, {args.dtype}, median of {args.steps} "
+        f"{config.n_leads}), {args.batch_pairs} pairs, {args.dtype}, conv_impl "
+        f"{args.conv_impl}, median of {args.steps} "
         f"steps after {args.warmup} warm-up, {'sequential' if args.sequential else 'interleaved'}"
     )
     load = f"{machine['load_average_1min']:.1f} -> {machine['load_average_1min_after']:.1f}"

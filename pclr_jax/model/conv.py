@@ -22,13 +22,22 @@ Implementations (``impl``):
   convolution is the faster one) and the gradients as ``"space_to_depth"`` (a ``custom_vjp``
   whose backward pass is the VJP of the space-to-depth form); the pool as ``"space_to_depth"``.
 
-``"auto"`` resolves through :data:`AUTO_IMPL`, a table per backend (``jax.default_backend()``)
-of the formulation in training and in inference: on CPU ``"space_to_depth"`` in training and
-``"xla"`` in inference (measured, ``docs/speed_cpu.md``); on GPU and TPU ``"xla"`` in both until
-measured there (``benchmarks/accelerator_check.sh`` times the formulations on the device and
-prints the entry it would write, :mod:`pclr_jax.benchmarking.conv_choice`). Every
-implementation has the same parameters, so the choice can be changed on a trained or converted
-model.
+* ``"onednn"``: every convolution (any stride and kernel) through a oneDNN custom call with its
+  own gradients (:mod:`pclr_jax.model.onednn_conv`; CPU only, float32 and bfloat16, needs the
+  ``cpu-onednn`` extra and a C++ compiler: the extension is compiled on first use). Raises
+  :class:`~pclr_jax.model.onednn_build.OnednnUnavailable` with the reason and the fix where it
+  cannot be loaded. The pool is the reshape-and-max of ``"space_to_depth"`` (on XLA:CPU 1.7-3.7x
+  faster than ``reduce_window``, ``docs/speed_cpu.md``).
+
+``"auto"`` (:func:`auto_impl`) first asks :data:`ONEDNN_AUTO` whether oneDNN measured faster for
+this (CPU class, dtype, training or inference) on the CPU backend, and takes ``"onednn"`` if so
+AND the extension loads (silently falling back otherwise); else :data:`AUTO_IMPL`, a table per
+backend (``jax.default_backend()``) of the XLA formulation in training and in inference: on CPU
+``"space_to_depth"`` in training and ``"xla"`` in inference (measured, ``docs/speed_cpu.md``); on
+GPU and TPU ``"xla"`` in both until measured there (``benchmarks/accelerator_check.sh`` times the
+formulations on the device and prints the entry it would write,
+:mod:`pclr_jax.benchmarking.conv_choice`). Every implementation has the same parameters, so the
+choice can be changed on a trained or converted model.
 
 Precision: a ``lax.Precision`` name; ``"default"`` asks for none (``precision=None``), i.e.
 JAX's default for float32 inputs: the backend's choice (full float32 on CPU, TF32 on recent
@@ -39,6 +48,7 @@ NVIDIA GPUs, one bf16 pass on TPU) unless ``jax.default_matmul_precision`` (or
 from __future__ import annotations
 
 import functools
+import pathlib
 from typing import Any
 
 import flax.linen as nn
@@ -46,7 +56,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-CONV_IMPLS = ("auto", "xla", "space_to_depth", "space_to_depth_grad")
+from pclr_jax.model import onednn_conv
+from pclr_jax.model.padding import same_padding
+
+CONV_IMPLS = ("auto", "xla", "space_to_depth", "space_to_depth_grad", "onednn")
 
 # What "auto" picks per backend (jax.default_backend()): (training, inference).
 # cpu: measured on XLA:CPU (docs/speed_cpu.md): in training the gradients dominate and the
@@ -62,30 +75,77 @@ AUTO_IMPL = {
 }
 AUTO_FALLBACK = ("xla", "xla")
 
+# Where "auto" sends the convolutions to oneDNN on the CPU backend: (cpu_class(), dtype) ->
+# (in training, in inference). Absent: XLA (AUTO_IMPL). Measured per layer with
+# benchmarks/onednn_gate.py on an Intel Xeon with AMX (docs/speed_cpu.md#the-onednn-path):
+# * avx512_amx, bfloat16: oneDNN's AMX kernels run every layer's forward and gradients 3.4-11x
+#   faster than XLA:CPU's bf16 convolutions (XLA:CPU has no AMX or avx512_bf16 kernels).
+# * avx512_amx, float32: 1.1-2x per layer, but the kernel gradient of the stride-1 k16 layers (most
+#   of the step's FLOPs) is 0.86-0.90x: XLA until the whole-step measurement of
+#   benchmarks/onednn_gate.py shows oneDNN ahead there.
+# * avx512 without AMX (e.g. AMD Zen 4/5), avx2 (Zen 2), other: not measured with oneDNN yet,
+#   XLA. On Zen 2 TensorFlow's oneDNN conv1d was half XLA's speed on forward+backward.
+ONEDNN_AUTO: dict[tuple[str, str], tuple[bool, bool]] = {
+    ("avx512_amx", "bfloat16"): (True, True),
+    ("avx512_amx", "float32"): (False, False),
+}
+
 _DIMS = ("NWC", "WIO", "NWC")
 
 
-def resolve_impl(impl: str, train: bool = True, backend: str | None = None) -> str:
-    """``impl`` with ``"auto"`` replaced by :data:`AUTO_IMPL`'s choice for ``backend`` (default:
-    ``jax.default_backend()``) in training (``train``) or inference."""
+@functools.cache
+def cpu_class() -> str:
+    """The host CPU's vector extensions as :data:`ONEDNN_AUTO` keys them: ``"avx512_amx"``
+    (AVX-512 with AMX bf16 tiles, Intel Sapphire Rapids and later), ``"avx512"``, ``"avx2"`` or
+    ``"other"`` (also where ``/proc/cpuinfo`` cannot be read, i.e. off Linux)."""
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "other"
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    if "avx512f" in flags:
+        return "avx512_amx" if {"amx_bf16", "amx_tile"} <= flags else "avx512"
+    return "avx2" if "avx2" in flags else "other"
+
+
+def auto_impl(train: bool = True, backend: str | None = None, dtype: Any = "float32") -> str:
+    """What ``"auto"`` is for ``backend`` (default ``jax.default_backend()``), compute ``dtype``,
+    in training (``train``) or inference: ``"onednn"`` where :data:`ONEDNN_AUTO` says it is faster
+    and the extension loads, else :data:`AUTO_IMPL`'s XLA formulation."""
+    backend = backend or jax.default_backend()
+    if backend == "cpu":
+        wins = ONEDNN_AUTO.get((cpu_class(), jnp.dtype(dtype).name), (False, False))
+        if wins[0 if train else 1] and onednn_conv.usable():
+            return "onednn"
+    return AUTO_IMPL.get(backend, AUTO_FALLBACK)[0 if train else 1]
+
+
+def resolve_impl(
+    impl: str, train: bool = True, backend: str | None = None, dtype: Any = "float32"
+) -> str:
+    """``impl`` with ``"auto"`` replaced by :func:`auto_impl`'s choice for ``backend`` (default:
+    ``jax.default_backend()``), compute ``dtype``, in training (``train``) or inference.
+    ``"onednn"`` is checked here: it raises ``OnednnUnavailable`` (why, and the fix) where the
+    extension cannot be loaded, and ``ValueError`` off the CPU backend."""
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
     if impl == "auto":
+        return auto_impl(train, backend, dtype)
+    if impl == "onednn":
         backend = backend or jax.default_backend()
-        return AUTO_IMPL.get(backend, AUTO_FALLBACK)[0 if train else 1]
+        if backend != "cpu":
+            raise ValueError(f"conv_impl='onednn' runs on the CPU backend only, not {backend!r}")
+        onednn_conv.load()
     return impl
 
 
 def _lax_precision(precision: str) -> str | None:
     """A precision name for ``lax``: ``"default"`` asks for none (module docstring)."""
     return None if precision == "default" else precision
-
-
-def same_padding(n: int, k: int, stride: int) -> tuple[int, int]:
-    """TensorFlow 'SAME' padding ``(left, right)`` of a window ``k`` with ``stride`` over ``n``."""
-    out = -(-n // stride)
-    total = max((out - 1) * stride + k - n, 0)
-    return total // 2, total - total // 2
 
 
 def conv1d_xla(
@@ -156,7 +216,9 @@ def conv1d(
     precision: str = "default",
 ) -> jax.Array:
     """'SAME' 1-D convolution ``(b, n, c_in) x (k, c_in, c_out) -> (b, ceil(n / s), c_out)``."""
-    impl = resolve_impl(impl)
+    impl = resolve_impl(impl, dtype=x.dtype)
+    if impl == "onednn":
+        return onednn_conv.conv1d_onednn(x, kernel, stride, precision)
     if impl == "space_to_depth":
         return conv1d_space_to_depth(x, kernel, stride, precision)
     if impl == "space_to_depth_grad" and stride > 1 and kernel.shape[0] > 1:
@@ -168,12 +230,12 @@ def max_pool1d(x: jax.Array, pool: int, impl: str = "xla") -> jax.Array:
     """'SAME' max pool with window = stride = ``pool``: ``(b, n, c) -> (b, ceil(n / pool), c)``.
 
     Padding never wins a window (TensorFlow's rule). ``"space_to_depth"`` (and
-    ``"space_to_depth_grad"``) pads with ``-inf``,
+    ``"space_to_depth_grad"`` and ``"onednn"``) pads with ``-inf``,
     reshapes to ``(b, n / pool, pool, c)`` and takes the max over the window axis. Its gradient
     splits ties evenly where ``lax``'s goes to one element; the encoder only pools values that
     are either pre-activation sums (no ties) or ReLU outputs, whose tied zeros get no gradient.
     """
-    if resolve_impl(impl) == "xla":
+    if resolve_impl(impl, dtype=x.dtype) == "xla":
         return nn.max_pool(x, (pool,), strides=(pool,), padding="SAME")
     batch, n, c = x.shape
     left, right = same_padding(n, pool, pool)

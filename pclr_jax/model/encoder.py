@@ -61,7 +61,8 @@ class EncoderConfig:
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
     # Formulations (same parameters, same values up to float rounding; "auto" picks per backend,
-    # see pclr_jax/model/conv.py, pclr_jax/model/batch_norm.py and docs/speed_cpu.md).
+    # CPU class and dtype; conv_impl="onednn" needs the cpu-onednn extra; see
+    # pclr_jax/model/conv.py, pclr_jax/model/batch_norm.py and docs/speed_cpu.md).
     conv_impl: str = "auto"
     norm_impl: str = "auto"
     # Encoder convolutions' precision (PRECISIONS). The projection head and the losses'
@@ -141,7 +142,7 @@ def _conv(
     config: EncoderConfig, filters: int, kernel: int, stride: int, train: bool, name: str
 ) -> nn.Module:
     """Bias-free 'SAME' conv; kernel ``(kernel, c_in, filters)`` exactly as ``nn.Conv``'s."""
-    impl = conv.resolve_impl(config.conv_impl, train)
+    impl = conv.resolve_impl(config.conv_impl, train, dtype=config.dtype)
     return conv.Conv1D(
         filters,
         kernel,
@@ -171,7 +172,8 @@ class ResidualUnit(nn.Module):
         cfg = self.config
         act = ACTIVATIONS[cfg.activation]
         if self.downsample > 1:
-            skip = conv.max_pool1d(skip, self.downsample, conv.resolve_impl(cfg.conv_impl, train))
+            impl = conv.resolve_impl(cfg.conv_impl, train, dtype=cfg.dtype)
+            skip = conv.max_pool1d(skip, self.downsample, impl)
         if skip.shape[-1] != self.filters:
             skip = _conv(cfg, self.filters, 1, 1, train, "skip_conv")(skip)
         x = _conv(cfg, self.filters, cfg.kernel_size, 1, train, "conv_0")(main)
