@@ -80,14 +80,14 @@ AUTO_FALLBACK = ("xla", "xla")
 # benchmarks/onednn_gate.py on an Intel Xeon with AMX (docs/speed_cpu.md#the-onednn-path):
 # * avx512_amx, bfloat16: oneDNN's AMX kernels run every layer's forward and gradients 3.4-11x
 #   faster than XLA:CPU's bf16 convolutions (XLA:CPU has no AMX or avx512_bf16 kernels).
-# * avx512_amx, float32: 1.1-2x per layer, but the kernel gradient of the stride-1 k16 layers (most
-#   of the step's FLOPs) is 0.86-0.90x: XLA until the whole-step measurement of
-#   benchmarks/onednn_gate.py shows oneDNN ahead there.
+# * avx512_amx, float32: 1.1-2x per layer (the kernel gradient of the stride-1 k16 layers
+#   0.86-0.90x); the whole step measured (benchmarks/results/onednn_steps.json): 1.10x the
+#   space-to-depth step in training, 1.19x the lax forward in inference.
 # * avx512 without AMX (e.g. AMD Zen 4/5), avx2 (Zen 2), other: not measured with oneDNN yet,
 #   XLA. On Zen 2 TensorFlow's oneDNN conv1d was half XLA's speed on forward+backward.
 ONEDNN_AUTO: dict[tuple[str, str], tuple[bool, bool]] = {
     ("avx512_amx", "bfloat16"): (True, True),
-    ("avx512_amx", "float32"): (False, False),
+    ("avx512_amx", "float32"): (True, True),
 }
 
 _DIMS = ("NWC", "WIO", "NWC")
