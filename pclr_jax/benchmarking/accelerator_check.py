@@ -226,6 +226,7 @@ class Check:
                 if process.poll() is None:
                     process.kill()
                     process.wait()
+                process.stdout.close()
         if expired.is_set():
             return {"status": "timeout", "error": f"stopped after {timeout:.0f} s"}
         if code != 0:
