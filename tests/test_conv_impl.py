@@ -243,7 +243,15 @@ def test_encoder_outputs_and_gradients_agree_across_impls(case):
             _close(a, e, rtol=1e-4)
 
 
-def test_auto_resolves_per_backend_as_the_table_says():
+@pytest.fixture
+def without_onednn(monkeypatch):
+    """What "auto" is on a machine where the oneDNN extension cannot load: AUTO_IMPL's XLA choice
+    (where it loads, ONEDNN_AUTO may send a CPU class's convolutions to oneDNN:
+    tests/test_onednn_build.py)."""
+    monkeypatch.setattr(conv.onednn_conv, "usable", lambda: False)
+
+
+def test_auto_resolves_per_backend_as_the_table_says(without_onednn):
     """CPU measured (docs/speed_cpu.md); GPU and TPU the plain lax convolution until the
     accelerator check has measured them; a backend not in the table gets the fallback."""
     assert conv.AUTO_IMPL == {
@@ -270,7 +278,7 @@ def _convs(jaxpr):
     return found
 
 
-def test_auto_programs_follow_the_table_on_this_backend():
+def test_auto_programs_follow_the_table_on_this_backend(without_onednn):
     """In the programs themselves: on CPU, "auto" trains the stride-4 layers without the
     lhs-dilated input-gradient convolution that "xla" has (space-to-depth), and infers with the
     strided lax convolution."""
@@ -304,7 +312,7 @@ def test_auto_programs_follow_the_table_on_this_backend():
 
 
 def test_config_fields_validate_and_round_trip():
-    auto = conv.AUTO_IMPL.get(jax.default_backend(), conv.AUTO_FALLBACK)
+    auto = (conv.auto_impl(train=True), conv.auto_impl(train=False))
     assert (conv.resolve_impl("auto"), conv.resolve_impl("auto", train=False)) == auto
     assert batch_norm.resolve_impl("auto") == batch_norm.AUTO_IMPL.get(
         jax.default_backend(), "flax"
