@@ -111,3 +111,14 @@ def pytest_runtest_setup(item):
     needed, count = marker.args[0], jax.device_count()
     if count < needed:
         pytest.skip(f"needs {needed} devices; {PLATFORM} has {count}")
+
+
+@pytest.fixture
+def without_onednn(monkeypatch):
+    """What "auto" is on a machine where the oneDNN extension cannot load: AUTO_IMPL's XLA
+    formulations. For tests of XLA's own convolutions (their precision, FLOPs, formulations):
+    where the extension loads, ONEDNN_AUTO may send a CPU class's convolutions to oneDNN
+    (tests/test_onednn_build.py tests that choice)."""
+    from pclr_jax.model import onednn_conv
+
+    monkeypatch.setattr(onednn_conv, "usable", lambda: False)

@@ -243,14 +243,6 @@ def test_encoder_outputs_and_gradients_agree_across_impls(case):
             _close(a, e, rtol=1e-4)
 
 
-@pytest.fixture
-def without_onednn(monkeypatch):
-    """What "auto" is on a machine where the oneDNN extension cannot load: AUTO_IMPL's XLA choice
-    (where it loads, ONEDNN_AUTO may send a CPU class's convolutions to oneDNN:
-    tests/test_onednn_build.py)."""
-    monkeypatch.setattr(conv.onednn_conv, "usable", lambda: False)
-
-
 def test_auto_resolves_per_backend_as_the_table_says(without_onednn):
     """CPU measured (docs/speed_cpu.md); GPU and TPU the plain lax convolution until the
     accelerator check has measured them; a backend not in the table gets the fallback."""
