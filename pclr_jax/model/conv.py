@@ -76,18 +76,27 @@ AUTO_IMPL = {
 AUTO_FALLBACK = ("xla", "xla")
 
 # Where "auto" sends the convolutions to oneDNN on the CPU backend: (cpu_class(), dtype) ->
-# (in training, in inference). Absent: XLA (AUTO_IMPL). Measured per layer with
-# benchmarks/onednn_gate.py on an Intel Xeon with AMX (docs/speed_cpu.md#the-onednn-path):
+# (in training, in inference). Absent: XLA (AUTO_IMPL). Measured with benchmarks/onednn_gate.py
+# (docs/speed_cpu.md#the-onednn-path):
 # * avx512_amx, bfloat16: oneDNN's AMX kernels run every layer's forward and gradients 3.4-11x
 #   faster than XLA:CPU's bf16 convolutions (XLA:CPU has no AMX or avx512_bf16 kernels).
 # * avx512_amx, float32: 1.1-2x per layer (the kernel gradient of the stride-1 k16 layers
 #   0.86-0.90x); the whole step measured (benchmarks/results/onednn_steps.json): 1.10x the
 #   space-to-depth step in training, 1.19x the lax forward in inference.
-# * avx512 without AMX (e.g. AMD Zen 4/5), avx2 (Zen 2), other: not measured with oneDNN yet,
-#   XLA. On Zen 2 TensorFlow's oneDNN conv1d was half XLA's speed on forward+backward.
+# * avx512 without AMX, float32: measured on an Intel Xeon without AMX (family 6 model 207,
+#   benchmarks/results/onednn_steps_avx512.json): 1.11x the lax forward in inference, the same
+#   1.11x against tf.keras in `pclr bench embed`; 1.03x the space-to-depth step in training,
+#   inside run-to-run noise, so training keeps XLA. (TensorFlow's oneDNN forward also led XLA's
+#   on Zen 4 and Zen 5, by 1.16x and 1.14x.)
+# * avx512 without AMX, bfloat16: oneDNN's avx512_core_bf16 kernels ran slower than its float32
+#   ones there: 0.68x XLA in training, 0.73x in inference, so XLA. Not measured on AMD Zen 4/5,
+#   whose bf16 units differ (PyTorch's oneDNN bf16 convolutions ran about 2x fp32 on Zen 4).
+# * avx2 (Zen 2), other: XLA. On Zen 2 TensorFlow's oneDNN conv1d was half XLA's speed on
+#   forward+backward.
 ONEDNN_AUTO: dict[tuple[str, str], tuple[bool, bool]] = {
     ("avx512_amx", "bfloat16"): (True, True),
     ("avx512_amx", "float32"): (True, True),
+    ("avx512", "float32"): (False, True),
 }
 
 _DIMS = ("NWC", "WIO", "NWC")
