@@ -3,8 +3,8 @@
 #
 #   scripts/run_study.sh CONFIG [--set FIELD=VALUE ...]
 #
-# e.g. in the background, surviving the end of the session (stop it with kill PID; run the same
-# command again to continue):
+# e.g. in the background, surviving the end of the session (stop it with kill PID: the cell in
+# progress saves a checkpoint and stops; run the same command again to continue):
 #
 #   nohup scripts/run_study.sh configs/studies/loss_variants_full.py > runs/loss_variants_full.log 2>&1 &
 #
@@ -102,6 +102,8 @@ commit() {  # commit PUBLISH's files with message $1; a failed commit is reporte
   git commit -q -m "$1" -- "$PUBLISH" || log "git commit failed: $PUBLISH not committed"
 }
 
+child=
+trap '[ -n "$child" ] && kill -TERM "$child" 2> /dev/null' TERM INT
 total=${#CELLS[@]}
 number=0
 for entry in "${CELLS[@]}"; do
@@ -113,8 +115,13 @@ for entry in "${CELLS[@]}"; do
   fi
   log "[$number/$total] $arm seed $seed"
   status=0
+  # In the background so that a TERM or INT to this script reaches the cell, which then saves a
+  # checkpoint and stops (resumed by the next run).
   "${PCLR[@]}" study run --config "$CONFIG" --workdir "$WORKDIR" "${SETS[@]}" \
-    --arm "$arm" --seed "$seed" --no-report || status=$?
+    --arm "$arm" --seed "$seed" --no-report &
+  child=$!
+  while kill -0 "$child" 2> /dev/null; do wait "$child" || status=$?; done
+  child=
   if [ -f "$cell/result.json" ]; then
     what="finished"
   elif [ -f "$cell/failed.json" ]; then

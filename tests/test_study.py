@@ -319,6 +319,15 @@ def test_report_and_plan_of_a_folder_with_results_only(tmp_path, capsys):
     plan = capsys.readouterr().out
     assert "alpha 0.00098 (0.05 / 51 comparisons, Holm's family-wise correction)" in plan
     assert "| retrieval_top1 |" in plan and "optimistic" in plan
+    # For a planned study with a pre-registered primary family: its 3 comparisons, its seeds.
+    full = str(REPO / "configs" / "studies" / "loss_variants_full.py")
+    arguments = ["study", "plan", "--from", str(tmp_path / "old"), "--detect", "0.03"]
+    assert main([*arguments, "--config", full, "--set", "seeds=(0, 1, 2, 3, 4)"]) == 0
+    plan = capsys.readouterr().out
+    assert "(pre-registered: retrieval_top1 x 3 arms)" in plan
+    assert "alpha 0.0167 (0.05 / 3 comparisons" in plan and "0.05 / 39 comparisons" in plan
+    assert "detectable at 5 seeds" in plan
+    assert "| sex_auroc@100 |" in plan and "superclass" not in plan  # the planned study's metrics
 
 
 # ----------------------------------------------------------------------------- end to end

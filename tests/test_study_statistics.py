@@ -316,10 +316,16 @@ def test_plan_for_a_planned_study_with_a_primary_family(tmp_path):
     summary = pd.DataFrame(
         dict(
             kind="difference",
-            arm=["a", "b", "a", "b"],
-            metric=["retrieval_top1", "retrieval_top1", "sex_auroc@100", "sex_auroc@100"],
+            arm=["a", "b", "a", "b", "a"],
+            metric=[
+                "retrieval_top1",
+                "retrieval_top1",
+                "sex_auroc@40",
+                "sex_auroc@40",
+                "lvh_auroc@40",
+            ],
             n=3,
-            sd=[0.01, 0.02, 0.005, 0.005],
+            sd=[0.01, 0.02, 0.005, 0.005, 0.01],
             test_sd=np.nan,
             excluded="",
             correction="holm",
@@ -338,17 +344,19 @@ def test_plan_for_a_planned_study_with_a_primary_family(tmp_path):
     )
     assert "0.05 / 5 comparisons" in text  # the secondary family: 5 other metrics x 1 arm
     primary, secondary = text.split("Secondary, exploratory family")
-    assert "sex_auroc@100" not in primary and "retrieval_top1 |" not in secondary
+    assert "sex_auroc@40" not in primary and "retrieval_top1 |" not in secondary
+    assert "lvh_auroc@40" not in text  # the pilot's, not a metric of the planned study
     detectable = power.minimal_detectable(sd, 4, 0.05)
     assert f"| retrieval_top1 | 0.0158 (4) | - | {detectable:.4f} | " in primary
     assert "detectable at 4 seeds" in primary
     needed = power.seeds_needed(0.03, 0.005, 0.01)
-    assert "| sex_auroc@100 | 0.0050 (4) | - |" in secondary and f"| {needed} |" in secondary
+    assert "| sex_auroc@40 | 0.0050 (4) | - |" in secondary and f"| {needed} |" in secondary
     # --comparisons overrides the primary family's size; without a primary family the study is
     # one family of its 6 comparisons.
     assert "(0.05 / 3 comparisons" in format_plan(tmp_path, 0.03, comparisons=3, planned=planned)
     one = format_plan(tmp_path, 0.03, planned=load_study(config))
     assert "`smoke` (one family): seeds needed" in one and "0.05 / 6 comparisons" in one
+    assert "| sex_auroc@40 |" in one and "lvh_auroc@40" not in one
     with pytest.raises(ValueError, match="the pilot has no comparison of"):
         format_plan(tmp_path, 0.03, planned=load_study(config, ["primary_metrics='age_r2@40'"]))
 

@@ -15,7 +15,7 @@ the planned study's comparisons instead: with a pre-registered primary family
 ``len(primary_metrics) x (arms - 1)`` comparisons and the other metrics at the secondary
 family's, each family corrected on its own as the report will; without one, every metric at the
 level of all ``metrics x (arms - 1)`` comparisons. The detectable difference is then given at the
-planned study's number of seeds.
+planned study's number of seeds. Only the metrics both studies report are planned.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from pclr_jax.study import multiplicity, power
-from pclr_jax.study.spec import StudySpec
+from pclr_jax.study.spec import StudySpec, is_metric
 from pclr_jax.study.summary_text import excluded_reasons
 
 
@@ -126,9 +126,10 @@ def format_plan(
     if planned is not None:
         seeds = len(planned.seeds)
         primary, secondary = planned.comparisons()
+        pilot = summary.loc[summary["kind"] == "difference", "metric"]
+        shared = [m for m in dict.fromkeys(pilot) if is_metric(m, planned.evaluation)]
         if planned.primary_metrics:
-            pilot = summary.loc[summary["kind"] == "difference", "metric"]
-            others = [m for m in dict.fromkeys(pilot) if m not in planned.primary_metrics]
+            others = [m for m in shared if m not in planned.primary_metrics]
             families = [
                 (
                     f"Primary family of `{planned.name}` (pre-registered: "
@@ -144,7 +145,7 @@ def format_plan(
                 ),
             ]
         else:
-            families = [(f"`{planned.name}` (one family)", None, comparisons or secondary)]
+            families = [(f"`{planned.name}` (one family)", shared, comparisons or secondary)]
     sections = []
     for title, metrics, m in families:
         if metrics == []:
@@ -153,6 +154,8 @@ def format_plan(
         if not plans:
             return "No comparison with 2 or more matched seeds: nothing to plan from."
         sections.append(_family_lines(title, plans, alpha, m, summary, delta, target))
+    if not sections:
+        return "The pilot has no metric of the planned study: nothing to plan from."
     return "\n\n".join(sections)
 
 

@@ -145,13 +145,21 @@ def metric_names(evaluation: Mapping[str, Any]) -> list[str]:
     return names
 
 
+def is_metric(name: str, evaluation: Mapping[str, Any]) -> bool:
+    """Whether a cell of this evaluation reports the metric ``name`` (``metric_names``)."""
+    return any(
+        re.fullmatch(re.escape(known).replace(r"\*", "[a-z0-9]+"), name)
+        for known in metric_names(evaluation)
+    )
+
+
 def _primary_metrics(config: ml_collections.ConfigDict, evaluation: dict) -> tuple[str, ...]:
     """The config's ``primary_metrics``, each checked against the metrics the study reports."""
     primary = config.get("primary_metrics", ()) or ()
     primary = (primary,) if isinstance(primary, str) else tuple(str(m) for m in primary)
     known = metric_names(evaluation)
     for metric in primary:
-        if not any(re.fullmatch(re.escape(k).replace(r"\*", "[a-z0-9]+"), metric) for k in known):
+        if not is_metric(metric, evaluation):
             raise ValueError(
                 f"primary_metrics: {metric!r} is not a metric of this study; its metrics: {known}"
             )

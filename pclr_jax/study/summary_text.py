@@ -151,13 +151,9 @@ def plain_words(summary: pd.DataFrame) -> str:
         lines += [_arm_sentence(arm, rows) for arm, rows in part.groupby("arm", sort=False)]
         if part.empty:
             lines.append("- no comparison with a finished cell.")
-    secondary_verdict = _verdict(secondary)
-    lines += [
-        "",
-        f"Primary family: {_verdict(primary)} Secondary family: "
-        + secondary_verdict[0].lower()
-        + secondary_verdict[1:],
-    ]
+    verdicts = [_verdict(part) for part in (primary, secondary)]
+    primary_verdict, secondary_verdict = (v[0].lower() + v[1:] for v in verdicts)
+    lines += ["", f"Primary family: {primary_verdict} Secondary family: {secondary_verdict}"]
     return "\n".join(lines)
 
 
