@@ -97,6 +97,56 @@ def test_study_spec_validates_and_refuses_another_study(tmp_path):
     assert json.loads((tmp_path / runner.STUDY_FILE).read_text())["study"]["seeds"] == [0, 1, 2]
 
 
+def test_primary_family_is_validated_and_fixed_before_the_first_cell(tmp_path):
+    """``primary_metrics`` names metrics the study reports, is recorded in study.json only when
+    set (older studies are described as before), and cannot be added to or changed in a workdir
+    that holds the study: it is pre-registered."""
+    spec = load_study(SMOKE)
+    assert spec.primary_metrics == () and "primary_metrics" not in spec.to_json()
+    # 2 retrieval metrics + 2 tasks x 2 sizes; one arm against the reference.
+    assert spec.comparisons() == (0, 6)
+    primary = load_study(SMOKE, ["primary_metrics=('retrieval_top1', 'age_r2@40')"])
+    assert primary.primary_metrics == ("retrieval_top1", "age_r2@40")
+    assert primary.to_json()["primary_metrics"] == ["retrieval_top1", "age_r2@40"]
+    assert primary.comparisons() == (2, 4)
+    assert load_study(SMOKE, ["primary_metrics='sex_auroc@all'"]).primary_metrics == (
+        "sex_auroc@all",
+    )
+    for wrong in ("'retrieval_top2'", "('sex_r2@40',)", "('age_r2@41',)"):
+        with pytest.raises(ValueError, match="is not a metric of this study"):
+            load_study(SMOKE, [f"primary_metrics={wrong}"])
+    runner.record_study(spec, tmp_path, {"config": SMOKE, "set": []})
+    with pytest.raises(runner.StudyMismatchError, match="pre-registered"):
+        runner.record_study(primary, tmp_path, {})
+    other = tmp_path / "other"
+    runner.record_study(primary, other, {})
+    runner.record_study(primary, other, {})  # the same primary family: the same study
+    with pytest.raises(runner.StudyMismatchError, match="pre-registered"):
+        runner.record_study(load_study(SMOKE, ["primary_metrics=('age_r2@40',)"]), other, {})
+
+
+def test_full_loss_study_config():
+    """configs/studies/loss_variants_full.py: the default job exactly, the four distinct losses
+    at their recommended settings, retrieval top-1 pre-registered, 5 to 10 seeds."""
+    from configs import default, loss_variants
+
+    spec = load_study(str(REPO / "configs" / "studies" / "loss_variants_full.py"))
+    assert spec.base.to_dict() == default.get_config().to_dict()
+    assert spec.arm_names == ("ntxent", "cmsc", "siglip", "vicreg")
+    assert spec.reference_arm == "ntxent"
+    for arm in spec.arms:
+        config = spec.cell_config(arm.name, 0)
+        assert config.loss.name == arm.name
+        assert config.loss.hparams.to_dict() == loss_variants.RECOMMENDED_HPARAMS[arm.name]
+        assert spec.budget(arm.name) == spec.budget("ntxent")
+    budget = spec.budget("ntxent")
+    assert (budget["steps"], budget["batch_pairs"], budget["ecgs_seen"]) == (360, 64, 46080)
+    assert spec.base.model.unit_filters == (64, 96, 128, 160)  # half the released widths
+    assert spec.primary_metrics == ("retrieval_top1",)
+    assert spec.comparisons() == (3, 39)
+    assert 5 <= len(spec.seeds) <= 10 and spec.seeds == tuple(range(len(spec.seeds)))
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -269,6 +319,15 @@ def test_report_and_plan_of_a_folder_with_results_only(tmp_path, capsys):
     plan = capsys.readouterr().out
     assert "alpha 0.00098 (0.05 / 51 comparisons, Holm's family-wise correction)" in plan
     assert "| retrieval_top1 |" in plan and "optimistic" in plan
+    # For a planned study with a pre-registered primary family: its 3 comparisons, its seeds.
+    full = str(REPO / "configs" / "studies" / "loss_variants_full.py")
+    arguments = ["study", "plan", "--from", str(tmp_path / "old"), "--detect", "0.03"]
+    assert main([*arguments, "--config", full, "--set", "seeds=(0, 1, 2, 3, 4)"]) == 0
+    plan = capsys.readouterr().out
+    assert "(pre-registered: retrieval_top1 x 3 arms)" in plan
+    assert "alpha 0.0167 (0.05 / 3 comparisons" in plan and "0.05 / 39 comparisons" in plan
+    assert "detectable at 5 seeds" in plan
+    assert "| sex_auroc@100 |" in plan and "superclass" not in plan  # the planned study's metrics
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -2,6 +2,7 @@
 studies with a known difference, the multiplicity corrections by hand and on the published
 studies, power against G*Power's tables and a simulation, the config check, the plain words."""
 
+import io
 import math
 import pathlib
 
@@ -16,7 +17,7 @@ from pclr_jax.study.budget import config_differences
 from pclr_jax.study.items import RETRIEVAL, MetricItems
 from pclr_jax.study.plan import format_plan, plan_study
 from pclr_jax.study.report import summarize
-from pclr_jax.study.summary_text import plain_words
+from pclr_jax.study.summary_text import plain_words, summary_markdown
 
 STUDIES = pathlib.Path(__file__).resolve().parents[1] / "docs" / "studies"
 
@@ -134,6 +135,122 @@ def test_holm_and_benjamini_hochberg_by_hand():
         multiplicity.adjust(p, "bonferonni")
 
 
+def test_holm_within_a_primary_family_of_3_and_a_family_of_42():
+    """A p of 0.012 survives Holm in a pre-registered family of 3 (0.012 x 3 = 0.036) and not in
+    one family of 42 comparisons (0.012 x 42 = 0.504); the secondary family is adjusted on its
+    own, as if the primary did not exist."""
+    primary = [0.012, 0.3, 0.5]
+    secondary = [0.001] + [0.2] * 38  # 39 comparisons
+    p = primary + secondary
+    labels = ["primary"] * 3 + ["secondary"] * 39
+    within = multiplicity.adjust_within(p, labels, "holm")
+    # Primary, m = 3: 0.012 x 3 = 0.036, 0.3 x 2 = 0.6, 0.5 x 1 -> running maximum.
+    assert within[:3] == pytest.approx([0.036, 0.6, 0.6])
+    # Secondary, m = 39: 0.001 x 39 = 0.039; then 0.2 x 38 = 7.6 -> 1.
+    assert within[3:] == pytest.approx([0.039] + [1.0] * 38)
+    assert (within < 0.05).tolist() == [True, False, False, True] + [False] * 38
+    one_family = multiplicity.adjust(p, "holm")
+    # m = 42: 0.001 x 42 = 0.042, 0.012 x 41 = 0.492.
+    assert one_family[3] == pytest.approx(0.042) and one_family[0] == pytest.approx(0.492)
+    assert (one_family < 0.05).sum() == 1
+    # BH within each family: primary 0.012 x 3 / 1 = 0.036; 0.3 x 3 / 2 = 0.45; 0.5.
+    bh = multiplicity.adjust_within(p, labels, "bh")
+    assert bh[:3] == pytest.approx([0.036, 0.45, 0.5])
+    # The order of the labels does not matter, nor does an interleaving of the families.
+    order = np.random.default_rng(0).permutation(42)
+    shuffled = multiplicity.adjust_within(np.array(p)[order], np.array(labels)[order], "holm")
+    assert shuffled == pytest.approx(within[order])
+    with pytest.raises(ValueError, match="family labels"):
+        multiplicity.adjust_within(p, labels[:-1])
+
+
+def _known_results(differences: dict, seeds: int = 5) -> pd.DataFrame:
+    """results.csv rows: the reference at 0.5 + small seed noise, each ``(arm, metric)`` at the
+    reference plus the given per-seed differences."""
+    noise = np.linspace(-0.01, 0.01, seeds)
+    rows = []
+    for metric in dict.fromkeys(m for _, m in differences):
+        rows += [dict(arm="ntxent", seed=s, metric=metric, value=0.5 + noise[s]) for s in range(5)]
+    for (arm, metric), values in differences.items():
+        rows += [
+            dict(arm=arm, seed=s, metric=metric, value=0.5 + noise[s] + values[s])
+            for s in range(seeds)
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_report_with_a_primary_family_on_known_differences():
+    """A primary retrieval_top1 difference with p 0.0132 survives in its family of 2 (adjusted
+    0.026) and not in the study's one family of 6 (0.079); the secondary family is corrected on
+    its own; the words and the table say which family each comparison is in."""
+    # mean 0.03, sd sqrt(0.00025) = 0.0158: t = 0.03 / (0.0158 / sqrt(5)) = 4.24 on 4 df.
+    strong = [0.01, 0.05, 0.02, 0.04, 0.03]
+    differences = {
+        ("cmsc", "retrieval_top1"): strong,
+        ("vicreg", "retrieval_top1"): [0.01, -0.01, 0.02, -0.02, 0.0],
+        ("cmsc", "sex_auroc@100"): [0.001, -0.002, 0.0015, 0.0025, -0.003],
+        ("vicreg", "sex_auroc@100"): [0.01, -0.02, 0.0, 0.02, -0.01],
+        ("cmsc", "age_r2@all"): [0.05, -0.05, 0.02, -0.02, 0.0],
+        ("vicreg", "age_r2@all"): [0.01, 0.03, -0.01, 0.02, 0.0],
+    }
+    frame = _known_results(differences)
+    arms = ["ntxent", "cmsc", "vicreg"]
+    p = {key: stats.ttest_1samp(values, 0).pvalue for key, values in differences.items()}
+    assert p["cmsc", "retrieval_top1"] == pytest.approx(2 * stats.t.sf(math.sqrt(18), 4))
+    assert p["cmsc", "retrieval_top1"] == pytest.approx(0.01324, abs=1e-5)
+
+    one = summarize(frame, arms, "ntxent")
+    assert "family" not in one  # no primary family: summary.csv as before
+    one = one[one["kind"] == "difference"].set_index(["arm", "metric"])
+    assert one["p_adjusted"].to_numpy() == pytest.approx(
+        multiplicity.adjust([p[k] for k in one.index], "holm")
+    )
+    assert not one["survives"].any()  # 6 x 0.0132 = 0.079
+
+    split = summarize(frame, arms, "ntxent", primary_metrics=("retrieval_top1",))
+    differences_rows = split[split["kind"] == "difference"].set_index(["arm", "metric"])
+    assert (split.loc[split["kind"] == "arm", "family"] == "").all()
+    primary_keys = [("cmsc", "retrieval_top1"), ("vicreg", "retrieval_top1")]
+    secondary_keys = [k for k in differences if k not in primary_keys]
+    assert (differences_rows.loc[primary_keys, "family"] == "primary").all()
+    assert (differences_rows.loc[secondary_keys, "family"] == "secondary").all()
+    assert differences_rows.loc[primary_keys, "p_adjusted"].to_numpy() == pytest.approx(
+        multiplicity.adjust([p[k] for k in primary_keys], "holm")
+    )
+    assert differences_rows.loc[secondary_keys, "p_adjusted"].to_numpy() == pytest.approx(
+        multiplicity.adjust([p[k] for k in secondary_keys], "holm")
+    )
+    assert differences_rows.loc[("cmsc", "retrieval_top1"), "p_adjusted"] == pytest.approx(
+        2 * p["cmsc", "retrieval_top1"]
+    )
+    assert differences_rows.loc[("cmsc", "retrieval_top1"), "survives"]
+    assert differences_rows["survives"].sum() == 1
+
+    with_words = pd.read_csv(io.StringIO(split.to_csv(index=False)))  # as summary.csv reads
+    text = plain_words(with_words)
+    assert (
+        "Primary family, pre-registered before any cell ran (retrieval_top1): 2 comparisons "
+        "(2 arms x 1 metric) under Holm's family-wise correction at 5%. Secondary, exploratory "
+        "family (every other metric): 4 comparisons (2 arms x 2 metrics), corrected on its "
+        "own." in text
+    )
+    assert "- **cmsc**: survives the correction: higher retrieval_top1 (+0.030" in text
+    assert "Within noise on 1 of 1 metric." in text
+    assert text.endswith(
+        "Primary family: 1 of 2 differences survive the correction. Secondary family: no "
+        "difference survives the correction (smallest adjusted p "
+        f"{min(multiplicity.adjust([p[k] for k in secondary_keys])):.2g})."
+    )
+    markdown = summary_markdown(with_words, "known")
+    assert "| survives | family |" in markdown and "| yes | primary |" in markdown
+    assert "adjusted within each family" in markdown
+    # The same frame without the family column reads exactly as before.
+    unsplit = summarize(frame, arms, "ntxent").to_csv(index=False)
+    markdown = summary_markdown(pd.read_csv(io.StringIO(unsplit)), "known")
+    assert "Primary family" not in markdown and "| survives |\n" in markdown
+    assert "6 comparisons (2 arms x 3 metrics) under Holm's family-wise correction" in markdown
+
+
 def test_published_studies_under_holm_match_an_independent_recomputation():
     """Issue 21's recomputation (own code): 42 real comparisons in the synthetic study
     (patient_supcon's 14 identically zero), 51 in the PTB-XL one; none survives Holm or BH; the
@@ -189,6 +306,59 @@ def test_minimal_detectable_difference_has_the_power_it_claims():
     assert power.seeds_needed(0.9 * floor, 0.02, 0.05, test_sd=0.01) is None
     # sd's 80% upper bound from 6 df: sd sqrt(6 / chi2.ppf(0.2, 6)), chi2.ppf(0.2, 6) = 3.070.
     assert power.sd_upper(1.0, 6) == pytest.approx(math.sqrt(6 / 3.070088), rel=1e-5)
+
+
+def test_plan_for_a_planned_study_with_a_primary_family(tmp_path):
+    """With the planned study's config, the primary metrics are planned at alpha / (primary
+    metrics x arms) and the others at the secondary family's level, at its seeds."""
+    from pclr_jax.study.spec import load_study
+
+    summary = pd.DataFrame(
+        dict(
+            kind="difference",
+            arm=["a", "b", "a", "b", "a"],
+            metric=[
+                "retrieval_top1",
+                "retrieval_top1",
+                "sex_auroc@40",
+                "sex_auroc@40",
+                "lvh_auroc@40",
+            ],
+            n=3,
+            sd=[0.01, 0.02, 0.005, 0.005, 0.01],
+            test_sd=np.nan,
+            excluded="",
+            correction="holm",
+        )
+    )
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    config = str(STUDIES.parents[1] / "configs" / "studies" / "smoke.py")
+    # The smoke study: 1 arm against the reference, 6 metrics; retrieval_top1 pre-registered.
+    planned = load_study(config, ["primary_metrics=('retrieval_top1',)", "seeds=(0, 1, 2, 3)"])
+    text = format_plan(tmp_path, 0.03, planned=planned)
+    sd = math.sqrt(0.00025)
+    assert (
+        "Primary family of `smoke` (pre-registered: retrieval_top1 x 1 arm): seeds needed to "
+        "detect a difference of 0.03 with power 0.8, two-sided paired t test at alpha 0.05 "
+        "(0.05 / 1 comparisons, Holm's family-wise correction)." in text
+    )
+    assert "0.05 / 5 comparisons" in text  # the secondary family: 5 other metrics x 1 arm
+    primary, secondary = text.split("Secondary, exploratory family")
+    assert "sex_auroc@40" not in primary and "retrieval_top1 |" not in secondary
+    assert "lvh_auroc@40" not in text  # the pilot's, not a metric of the planned study
+    detectable = power.minimal_detectable(sd, 4, 0.05)
+    assert f"| retrieval_top1 | 0.0158 (4) | - | {detectable:.4f} | " in primary
+    assert "detectable at 4 seeds" in primary
+    needed = power.seeds_needed(0.03, 0.005, 0.01)
+    assert "| sex_auroc@40 | 0.0050 (4) | - |" in secondary and f"| {needed} |" in secondary
+    # --comparisons overrides the primary family's size; without a primary family the study is
+    # one family of its 6 comparisons.
+    assert "(0.05 / 3 comparisons" in format_plan(tmp_path, 0.03, comparisons=3, planned=planned)
+    one = format_plan(tmp_path, 0.03, planned=load_study(config))
+    assert "`smoke` (one family): seeds needed" in one and "0.05 / 6 comparisons" in one
+    assert "| sex_auroc@40 |" in one and "lvh_auroc@40" not in one
+    with pytest.raises(ValueError, match="the pilot has no comparison of"):
+        format_plan(tmp_path, 0.03, planned=load_study(config, ["primary_metrics='age_r2@40'"]))
 
 
 def test_plan_pools_the_arms_spread(tmp_path):

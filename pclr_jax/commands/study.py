@@ -19,6 +19,10 @@ Examples::
 
     # How many seeds a difference of 0.02 needs, from a pilot study:
     pclr study plan --from runs/short --detect 0.02
+
+    # ... for a planned study with a pre-registered primary family (its comparisons and seeds):
+    pclr study plan --from docs/studies/loss_variants_synthetic --detect 0.03 \\
+        --config configs/studies/loss_variants_full.py
 """
 
 from __future__ import annotations
@@ -73,8 +77,10 @@ def add_parser(subparsers) -> None:
         "--correction",
         choices=CORRECTIONS,
         default="holm",
-        help="multiplicity correction over the study's arm x metric comparisons: holm "
-        "(family-wise error, default), bh (Benjamini-Hochberg false discovery rate), none",
+        help="multiplicity correction over the study's arm x metric comparisons (within the "
+        "primary and the secondary family separately when the study pre-registered "
+        "primary_metrics): holm (family-wise error, default), bh (Benjamini-Hochberg false "
+        "discovery rate), none",
     )
     report.add_argument(
         "--bootstrap",
@@ -100,9 +106,23 @@ def add_parser(subparsers) -> None:
     )
     plan.add_argument("--power", type=float, default=0.8, help="the power wanted (default 0.8)")
     plan.add_argument(
+        "--config",
+        help="the planned study's config, FILE[:ARG]: plan for its comparisons (its primary "
+        "family's when it pre-registers primary_metrics, the secondary family's apart) and give "
+        "the detectable difference at its seeds",
+    )
+    plan.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a field of --config's study (Python literal); repeatable",
+    )
+    plan.add_argument(
         "--comparisons",
         type=int,
-        help="comparisons the planned study makes (default: the pilot's), for the correction",
+        help="comparisons the planned study makes (its primary family's with --config; "
+        "default: --config's, else the pilot's), for the correction",
     )
     plan.set_defaults(func=_plan)
 
@@ -171,6 +191,10 @@ def _report(args) -> int:
 
 def _plan(args) -> int:
     from pclr_jax.study.plan import format_plan
+    from pclr_jax.study.spec import load_study
 
-    print(format_plan(args.pilot, args.detect, args.power, args.comparisons))
+    if args.set and not args.config:
+        raise ValueError("--set changes the planned study: it needs --config")
+    planned = load_study(args.config, args.set) if args.config else None
+    print(format_plan(args.pilot, args.detect, args.power, args.comparisons, planned))
     return 0

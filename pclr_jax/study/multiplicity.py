@@ -13,6 +13,14 @@ finding. The report therefore adjusts the p-values over the whole family of comp
   independent or positively dependent comparisons.
 * ``none``: the p-values as they are.
 
+A study may pre-register a primary family (``primary_metrics`` in its config, fixed before any
+cell runs): the comparisons of those metrics (every arm but the reference) form one family, every
+other comparison a secondary, exploratory one, and the correction is applied within each family
+separately (``adjust_within``). A question asked in advance then pays for its own few comparisons,
+not for every metric the study happens to report; the secondary family keeps its own control, so
+an exploratory finding is still corrected for the comparisons it was found among. Without a
+primary family, every comparison is one family.
+
 A comparison with no p-value (a nonzero difference that is the same at every seed and has no
 test-set noise to judge it by) stays in the family with p = 1: it counts, and never survives.
 """
@@ -22,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 CORRECTIONS = ("holm", "bh", "none")
+PRIMARY, SECONDARY = "primary", "secondary"
 ALPHA = 0.05
 NAMES = {
     "holm": "Holm's family-wise correction",
@@ -47,6 +56,20 @@ def adjust(p_values, method: str = "holm") -> np.ndarray:
     stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
     adjusted = np.empty(m)
     adjusted[order] = np.maximum.accumulate(stepped)
+    return adjusted
+
+
+def adjust_within(p_values, families, method: str = "holm") -> np.ndarray:
+    """Adjusted p-values ``(m,)``, each family (``families``: ``(m,)`` labels) adjusted on its
+    own by ``method`` (``adjust``)."""
+    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    labels = np.asarray(families, dtype=object).reshape(-1)
+    if labels.shape != p.shape:
+        raise ValueError(f"{labels.size} family labels for {p.size} p-values")
+    adjusted = np.empty(p.size)
+    for family in dict.fromkeys(labels):
+        members = labels == family
+        adjusted[members] = adjust(p[members], method)
     return adjusted
 
 

@@ -8,7 +8,9 @@ and every cell's ``config.json``, ``result.json`` and ``items.npz`` beside it):
   and per arm the paired difference to the reference arm over matched seeds (``kind=difference``),
   with the interval over seeds and test set where the cells kept their per-test-item results
   (``two_source``), the seed-only t interval beside it, p-values adjusted over the study's
-  comparisons (``multiplicity``) and whether each survives;
+  comparisons (``multiplicity``; within the primary and the secondary family separately, with a
+  ``family`` column, when the study pre-registered ``primary_metrics``) and whether each
+  survives;
 * ``summary.md``: those conclusions in plain words, generated from ``summary.csv``
   (``summary_text``);
 * ``report.md``: the budget each arm kept (every config field), the tables, the plain words, the
@@ -136,11 +138,13 @@ def summarize(
     correction: str = "holm",
     n_bootstrap: int = N_BOOTSTRAP,
     seed: int = 0,
+    primary_metrics: Sequence[str] = (),
 ) -> pd.DataFrame:
     """``summary.csv``'s rows (see the module docstring).
 
     ``items``: ``{(arm, seed): CellItems}`` of the cells that kept them; with none, every
-    interval is over the seeds only.
+    interval is over the seeds only. ``primary_metrics``: the study's pre-registered primary
+    family; with none, every comparison is one family (and there is no ``family`` column).
     """
     items = items or {}
     excluded = identical_arms(results_frame, arms, reference)
@@ -186,18 +190,30 @@ def summarize(
             )
     summary = pd.DataFrame(rows)
     summary["reference"] = reference
-    return _adjust(summary, correction)
+    return _adjust(summary, correction, primary_metrics)
 
 
-def _adjust(summary: pd.DataFrame, correction: str) -> pd.DataFrame:
-    """Adds ``p_adjusted``, ``survives`` and ``correction`` over the counted comparisons."""
+def _adjust(
+    summary: pd.DataFrame, correction: str, primary_metrics: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Adds ``p_adjusted``, ``survives`` and ``correction`` over the counted comparisons, and
+    with ``primary_metrics`` a ``family`` column (``primary`` or ``secondary`` on the difference
+    rows), each family adjusted on its own."""
     summary = summary.assign(p_adjusted=np.nan, survives=False, correction=correction)
     if "excluded" not in summary:
         return summary
-    family = (summary["kind"] == "difference") & (excluded_reasons(summary) == "")
-    adjusted = multiplicity.adjust(summary.loc[family, "p_value"], correction)
-    summary.loc[family, "p_adjusted"] = adjusted
-    summary.loc[family, "survives"] = adjusted < multiplicity.ALPHA
+    differences = summary["kind"] == "difference"
+    counted = differences & (excluded_reasons(summary) == "")
+    families = np.full(len(summary), multiplicity.PRIMARY, dtype=object)
+    if primary_metrics:
+        primary = summary["metric"].isin(list(primary_metrics)).to_numpy()
+        families[~primary] = multiplicity.SECONDARY
+        summary["family"] = np.where(differences, families, "")
+    adjusted = multiplicity.adjust_within(
+        summary.loc[counted, "p_value"], families[counted.to_numpy()], correction
+    )
+    summary.loc[counted, "p_adjusted"] = adjusted
+    summary.loc[counted, "survives"] = adjusted < multiplicity.ALPHA
     return summary
 
 
@@ -336,7 +352,9 @@ def _config_verdict(arm, reference, overrides, configs, first_cell, notes) -> st
     return "differ: " + ", ".join(parts)
 
 
-def _table(summary: pd.DataFrame, kind: str, arms: list[str], metrics: list[str]) -> list:
+def _table(
+    summary: pd.DataFrame, kind: str, arms: list[str], metrics: list[str], primary=()
+) -> list:
     part = summary[summary["kind"] == kind]
     columns = [a for a in arms if a in set(part["arm"])]
     lines = ["| metric | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
@@ -351,7 +369,8 @@ def _table(summary: pd.DataFrame, kind: str, arms: list[str], metrics: list[str]
             text = _cell(r["mean"], r["low"], r["high"], signed=kind == "difference")
             survives = kind == "difference" and str(r["survives"]) == "True"
             cells.append(f"**{text}**" if survives else text)
-        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+        name = f"{metric} (primary)" if metric in primary else metric
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -479,6 +498,7 @@ def write_report(
     recorded = json.loads((study_dir / STUDY_FILE).read_text())
     study, source = recorded["study"], recorded["source"]
     arms = [a["name"] for a in study["arms"]]
+    primary = list(study.get("primary_metrics", []))
     reference = reference or study["reference_arm"]
     if reference not in arms:
         raise ValueError(f"reference arm {reference!r} is not an arm: {arms}")
@@ -492,7 +512,15 @@ def write_report(
         if (found := read_items(cell.cell_directory(study_dir, r["arm"], r["seed"]))) is not None
     }
     summary = (
-        summarize(frame, arms, reference, items, correction=correction, n_bootstrap=n_bootstrap)
+        summarize(
+            frame,
+            arms,
+            reference,
+            items,
+            correction=correction,
+            n_bootstrap=n_bootstrap,
+            primary_metrics=primary,
+        )
         if len(frame)
         else pd.DataFrame()
     )
@@ -560,10 +588,17 @@ def write_report(
         f"## Difference to `{reference}` over matched seeds: mean [95% interval over {over}]",
         "",
         "Bold: the difference survives "
-        f"{multiplicity.NAMES[correction]} over the study's comparisons. Higher is better for "
-        "every metric. The seed-only t intervals and every p-value: `summary.md`.",
+        + (
+            f"{multiplicity.NAMES[correction]} within its family: the pre-registered primary "
+            f"family ({', '.join(primary)} x every arm, marked primary) and the secondary family "
+            "(every other metric), each corrected on its own."
+            if primary
+            else f"{multiplicity.NAMES[correction]} over the study's comparisons."
+        )
+        + " Higher is better for every metric. The seed-only t intervals and every p-value: "
+        "`summary.md`.",
         "",
-        *(_table(summary, "difference", arms, metrics) if len(summary) else ["-"]),
+        *(_table(summary, "difference", arms, metrics, primary) if len(summary) else ["-"]),
         "",
         "## In plain words",
         "",
@@ -591,8 +626,16 @@ def write_report(
         "test patients, the same draw for every seed and both arms, stratified on the classes); "
         "otherwise it is the paired t interval over seeds only (scipy.stats.ttest_rel), which "
         "cannot see the test set's noise. Per arm, the interval is built the same way from the "
-        "arm's own values. p-values are adjusted over every arm x metric comparison "
-        f"({multiplicity.NAMES[correction]}); comparisons that are identically zero by "
+        "arm's own values. p-values are adjusted "
+        + (
+            f"within each family ({multiplicity.NAMES[correction]}): the primary family, "
+            f"{', '.join(primary)} x every arm, pre-registered in the study config before any "
+            "cell ran (study.json), and the secondary, exploratory family of every other arm x "
+            "metric comparison"
+            if primary
+            else f"over every arm x metric comparison ({multiplicity.NAMES[correction]})"
+        )
+        + "; comparisons that are identically zero by "
         "construction (an arm that computes the same function as the reference) are left out "
         "of that count and named. A nonzero difference that is the same at every seed, with "
         "no test-set noise known, has no spread to judge it by and is not counted as a finding. "

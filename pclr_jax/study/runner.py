@@ -44,7 +44,16 @@ def record_study(spec: StudySpec, study_dir: pathlib.Path, source: dict) -> None
                 cell.write_json_atomically(path, recorded_file)
             return
         if recorded != described:
-            differing = sorted(k for k in described if recorded.get(k) != described.get(k))
+            differing = sorted(
+                k for k in {*described, *recorded} if recorded.get(k) != described.get(k)
+            )
+            if differing == ["primary_metrics"]:
+                raise StudyMismatchError(
+                    f"{study_dir} holds this study with primary_metrics "
+                    f"{recorded.get('primary_metrics', [])}, not "
+                    f"{described.get('primary_metrics', [])}: the primary family is "
+                    "pre-registered, fixed before the first cell runs; use a new --workdir"
+                )
             raise StudyMismatchError(
                 f"{study_dir} holds another study (fields differ: {differing}); use a new "
                 f"--workdir, or the same config and --set as {recorded_source(study_dir)}"

@@ -12,7 +12,13 @@ holding:
   probe label draws (the pairing of the statistics);
 * ``evaluation``: ``tasks`` (``"column:kind"``), ``label_sizes`` (training ECGs per probe,
   ints and/or ``"all"``), ``repeats`` (label draws per size below "all"), ``fit_split`` and
-  ``test_split`` (probes fit on the first, retrieval and scores on the second).
+  ``test_split`` (probes fit on the first, retrieval and scores on the second);
+* ``primary_metrics`` (optional): the pre-registered primary family, metric names
+  (``retrieval_top1``, ``sex_auroc@500``, ...). Fixed before any cell runs (a workdir's study
+  cannot gain or change it later: ``runner.record_study`` refuses), it splits the comparisons
+  into a primary family (these metrics x every arm but the reference) and a secondary,
+  exploratory one (every other metric); the report corrects each family separately
+  (``multiplicity``). Without it every comparison is one family.
 
 Everything else a cell needs comes from the base config; ``cell_config`` applies an arm's
 overrides and the seed. ``budget`` states what each arm spends, so the report can say when an
@@ -36,6 +42,8 @@ import ml_collections
 
 ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 EVALUATION_FIELDS = ("tasks", "label_sizes", "repeats", "fit_split", "test_split")
+# Study fields a config may leave out (``--set`` may add them).
+OPTIONAL_FIELDS = ("primary_metrics",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +63,7 @@ class StudySpec:
     reference_arm: str
     seeds: tuple[int, ...]
     evaluation: Mapping[str, Any]
+    primary_metrics: tuple[str, ...] = ()
 
     @property
     def arm_names(self) -> tuple[str, ...]:
@@ -94,21 +103,69 @@ class StudySpec:
             "model_input": f"{config.model.n_samples}x{config.model.n_leads}",
         }
 
+    def comparisons(self) -> tuple[int, int]:
+        """``(primary, secondary)``: how many arm x metric comparisons each family holds (every
+        arm but the reference against it; ``primary`` 0 when no family is pre-registered)."""
+        arms = len(self.arms) - 1
+        metrics = len(metric_names(self.evaluation))
+        primary = len(self.primary_metrics)
+        return arms * primary, arms * (metrics - primary)
+
     def to_json(self) -> dict[str, Any]:
-        """A JSON-able description (saved in the study workdir, compared on resume)."""
-        return json.loads(
-            json.dumps(
-                {
-                    "name": self.name,
-                    "description": self.description,
-                    "reference_arm": self.reference_arm,
-                    "seeds": list(self.seeds),
-                    "arms": [{"name": a.name, "overrides": dict(a.overrides)} for a in self.arms],
-                    "evaluation": dict(self.evaluation),
-                    "base": json.loads(self.base.to_json()),
-                }
+        """A JSON-able description (saved in the study workdir, compared on resume).
+
+        ``primary_metrics`` is written only when set, so a study without a primary family is
+        described exactly as before the field existed."""
+        described = {
+            "name": self.name,
+            "description": self.description,
+            "reference_arm": self.reference_arm,
+            "seeds": list(self.seeds),
+            "arms": [{"name": a.name, "overrides": dict(a.overrides)} for a in self.arms],
+            "evaluation": dict(self.evaluation),
+            "base": json.loads(self.base.to_json()),
+        }
+        if self.primary_metrics:
+            described["primary_metrics"] = list(self.primary_metrics)
+        return json.loads(json.dumps(described))
+
+
+def metric_names(evaluation: Mapping[str, Any]) -> list[str]:
+    """The metrics a cell of this evaluation reports: ``retrieval_top1``, ``retrieval_top5`` and
+    ``<column>_<auroc|r2>@<size>`` per task and label-set size (``pclr_jax.study.cell``). A task
+    whose kind is inferred from its labels (``"column"`` alone) gives ``<column>_*@<size>``: its
+    metric is known only once the labels are read."""
+    from pclr_jax.evaluation.probe import PRIMARY_METRIC  # here: sklearn is slow to import
+
+    names = ["retrieval_top1", "retrieval_top5"]
+    for task in evaluation["tasks"]:
+        column, _, kind = str(task).rpartition(":")
+        column, metric = (column, PRIMARY_METRIC[kind]) if column else (str(task), "*")
+        names += [f"{column}_{metric}@{size}" for size in evaluation["label_sizes"]]
+    return names
+
+
+def is_metric(name: str, evaluation: Mapping[str, Any]) -> bool:
+    """Whether a cell of this evaluation reports the metric ``name`` (``metric_names``)."""
+    return any(
+        re.fullmatch(re.escape(known).replace(r"\*", "[a-z0-9]+"), name)
+        for known in metric_names(evaluation)
+    )
+
+
+def _primary_metrics(config: ml_collections.ConfigDict, evaluation: dict) -> tuple[str, ...]:
+    """The config's ``primary_metrics``, each checked against the metrics the study reports."""
+    primary = config.get("primary_metrics", ()) or ()
+    primary = (primary,) if isinstance(primary, str) else tuple(str(m) for m in primary)
+    known = metric_names(evaluation)
+    for metric in primary:
+        if not is_metric(metric, evaluation):
+            raise ValueError(
+                f"primary_metrics: {metric!r} is not a metric of this study; its metrics: {known}"
             )
-        )
+    if len(set(primary)) != len(primary):
+        raise ValueError(f"primary_metrics repeat: {list(primary)}")
+    return primary
 
 
 def set_field(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
@@ -172,6 +229,9 @@ def load_study(config_spec: str, assignments: Sequence[str] = ()) -> StudySpec:
     config.unlock()
     for text in assignments:
         path, value = parse_assignment(text)
+        if path in OPTIONAL_FIELDS and path not in config:
+            config[path] = value
+            continue
         set_field(config, path, value)
     return study_from_config(config)
 
@@ -209,6 +269,7 @@ def study_from_config(config: ml_collections.ConfigDict) -> StudySpec:
         reference_arm=str(config.reference_arm),
         seeds=seeds,
         evaluation=evaluation,
+        primary_metrics=_primary_metrics(config, evaluation),
     )
     for arm in names:  # every override must apply to the base config
         spec.cell_config(arm, seeds[0])
