@@ -126,12 +126,15 @@ def test_primary_family_is_validated_and_fixed_before_the_first_cell(tmp_path):
 
 
 def test_full_loss_study_config():
-    """configs/studies/loss_variants_full.py: the default job exactly, the four distinct losses
-    at their recommended settings, retrieval top-1 pre-registered, 5 to 10 seeds."""
+    """configs/studies/loss_variants_full.py: the default job exactly but for its data, pinned to
+    the pilot's cpu_realistic; the four distinct losses at their recommended settings, retrieval
+    top-1 pre-registered, 5 to 10 seeds."""
     from configs import default, loss_variants
 
     spec = load_study(str(REPO / "configs" / "studies" / "loss_variants_full.py"))
-    assert spec.base.to_dict() == default.get_config().to_dict()
+    expected = default.get_config()
+    expected.data.config = "cpu_realistic"
+    assert spec.base.to_dict() == expected.to_dict()
     assert spec.arm_names == ("ntxent", "cmsc", "siglip", "vicreg")
     assert spec.reference_arm == "ntxent"
     for arm in spec.arms:
