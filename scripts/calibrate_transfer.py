@@ -344,6 +344,8 @@ def criteria(result: dict, evaluation: str = "real_ecg_dev") -> list[dict]:
     rows = result["evaluations"][evaluation]["rows"]
     out = []
     for config in result["configs"]:
+        if not result["synthetic"].get(config):
+            continue  # no run of this config (--skip-missing)
         lvh_random = _synthetic_mean(result, config, "random_init", "lvh_auroc")
         lvh_pclr = _synthetic_mean(result, config, "pclr", "lvh_auroc")
         retrieval = _synthetic_mean(result, config, "pclr", "retrieval_top1")
@@ -513,7 +515,7 @@ def render(result: dict) -> str:
     for metric in SYNTHETIC_METRICS:
         cells = []
         for config in configs:
-            per_seed = result["synthetic"][config]
+            per_seed = result["synthetic"].get(config, {})
             cells += [
                 " / ".join(
                     _number(per_seed.get(f"seed{k}", {}).get(source, {}).get(metric, float("nan")))
