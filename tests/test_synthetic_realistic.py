@@ -198,3 +198,26 @@ def test_prepared_realistic_set_keeps_per_ecg_labels(tmp_path):
     assert len(index) == len(metadata)
     changed = index.groupby("patient_id")[["lvh", "age"]].nunique()
     assert (changed["lvh"] > 1).any() and (changed["age"] > 1).any()  # labels of the ECG
+
+
+def _knobs(name):
+    return dataclasses.asdict(_builder_config(name).synthetic_config())
+
+
+def _changed(name, base):
+    """The SyntheticConfig fields in which config ``name`` differs from config ``base``."""
+    a, b = _knobs(name), _knobs(base)
+    return {k: a[k] for k in a if a[k] != b[k]}
+
+
+def test_transfer_candidates_change_exactly_the_knobs_they_name():
+    """The calibration's candidates (docs/data.md, second round): each varies one thing of the
+    config it is compared with, in both sizes."""
+    weak_lvh = {"lvh_voltage_gain": (1.1, 1.45), "lvh_strain_fraction": 0.3}
+    assert _changed("cpu_default_weak_lvh", "cpu_default") == weak_lvh
+    assert _changed("default_weak_lvh", "default") == weak_lvh
+    noisy = {"noise_mv": (0.005, 0.04), "baseline_wander_mv": (0.02, 0.25)}
+    assert _changed("cpu_calibrated_noisy", "cpu_calibrated") == noisy
+    assert _changed("calibrated_noisy", "calibrated") == noisy
+    for name in ("default_weak_lvh", "calibrated_noisy"):
+        assert _changed(f"cpu_{name}", name) == {"n_patients": 1500, "n_samples": 1024}

@@ -1,6 +1,9 @@
 """The transfer evaluation (``pclr_jax.evaluation.transfer``) on constructed embeddings whose
 answers are known: retrieval by hand, paired differences of identical and of perfect encoders,
-probes of an informative and of an uninformative source, one copy per recording, the table."""
+probes of an informative and of an uninformative source, one copy per recording, the table; and
+the several-seed summary of ``scripts/calibrate_transfer.py``: per-item results that reproduce the
+values, common resamples that pair cells, the coverage of the seeds-and-patients interval over
+simulated calibrations with known answers, and the default-job criteria."""
 
 import numpy as np
 import pandas as pd
@@ -8,11 +11,15 @@ import pytest
 
 from pclr_jax.evaluation.transfer import (
     COLUMNS,
+    MetricRows,
+    TransferItems,
+    common_deviations,
     one_copy_per_recording,
     paired_retrieval_difference,
     retrieval_rows,
     side_by_side,
     transfer_evaluation,
+    transfer_items,
 )
 
 
@@ -158,3 +165,179 @@ def test_the_docs_calibration_tables_are_generated_from_the_raw_output():
     raw = json.loads((root / "docs" / "calibration" / "statistics.json").read_text())
     assert transfer.doc_block(doc, "statistics") == statistics.markdown_table(raw["columns"]) + "\n"
     assert len(raw["validation"]) >= 2
+
+
+def test_items_reproduce_the_values_of_the_evaluation():
+    table, sources = _labelled_set()
+    options = dict(sizes=(40, 120), repeats=3, seed=4)
+    frame = transfer_evaluation(
+        sources,
+        table,
+        ("label:binary", "age:regression"),
+        n_bootstrap=10,
+        probe_bootstrap=0,
+        **options,
+    )
+    rows, items = transfer_items(sources, table, ("label:binary", "age:regression"), **options)
+    value = frame.set_index(["source", "metric"])["value"]
+    assert set(items) == set(frame["metric"])
+    for metric, by_source in items.items():
+        ones = np.ones((1, len(rows[metric].patients)))
+        for source, cell in by_source.items():
+            assert cell.value(ones)[0] == pytest.approx(value[(source, metric)], abs=1e-9)
+    assert rows["label_auroc@40"].n == 40 and rows["label_auroc@40"].indicator is not None
+    assert rows["retrieval_top1"].chance == pytest.approx(value[("chance", "retrieval_top1")])
+    assert len(items["label_auroc@120"]["good"].parts) == 3  # one part per repeat
+
+
+def test_common_deviations_pair_identical_cells():
+    rng = np.random.default_rng(0)
+    patients = _patients(40, 2)
+    hits = rng.uniform(size=80)
+    cell = TransferItems("retrieval", ((np.arange(80), None, hits),))
+    other = TransferItems("retrieval", ((np.arange(80), None, rng.uniform(size=80)),))
+    deviations = common_deviations(
+        MetricRows(patients), {"a": cell, "b": cell, "c": other}, 200, seed=1, metric="m"
+    )
+    assert np.array_equal(deviations["a"], deviations["b"])  # the same draws for every cell
+    assert deviations["a"].shape == (200,) and abs(deviations["a"].mean()) < 0.02
+    # A patient bootstrap of a mean over 40 patients of 2 queries: sd(patient means) / sqrt(40)
+    expected = hits.reshape(40, 2).mean(axis=1).std() / np.sqrt(40)
+    assert deviations["a"].std() == pytest.approx(expected, rel=0.25)
+    assert not np.array_equal(deviations["a"], deviations["c"])
+
+
+def _simulated_items(rng, n_patients, seeds, shift=0.0, patient_effects=None):
+    """Retrieval hits (expected hits in [0, 1]) of one encoder per training seed: 0.5 + shift +
+    a patient effect shared by every seed (uniform +-0.3) + a seed effect (sd 0.005) + a
+    seed-by-query part (sd 0.03), one query per patient: a known population mean 0.5 + shift."""
+    v = rng.uniform(-0.3, 0.3, n_patients) if patient_effects is None else patient_effects
+    out = {}
+    for k in seeds:
+        hits = 0.5 + shift + v + rng.normal(0, 0.005) + rng.normal(0, 0.03, n_patients)
+        out[k] = TransferItems("retrieval", ((np.arange(n_patients), None, hits),))
+    return out, v
+
+
+def test_seed_summary_covers_known_means_and_differences():
+    """Over simulated calibrations (new test patients and new seeds each time) the interval of a
+    source's mean and of its difference to the reference cover the known values about 95 % of the
+    time: both the seeds and the test patients are in the interval. Here the test patients
+    dominate, and an interval over the seeds alone covers the mean far less often."""
+    summary = _script("calibrate_transfer").seed_summary
+    rng = np.random.default_rng(0)
+    seeds, n_patients, studies = (0, 1, 2), 120, 300
+    covered = {"mean": 0, "diff": 0}
+    seed_only, test_sds = 0, []
+    for study in range(studies):
+        reference, v = _simulated_items(rng, n_patients, seeds)
+        candidate, _ = _simulated_items(rng, n_patients, seeds, shift=0.05, patient_effects=v)
+        items_by_seed = {
+            k: {"retrieval_top1": {"ref": reference[k], "cand": candidate[k]}} for k in seeds
+        }
+        rows, seed_rows = summary(
+            {"retrieval_top1": MetricRows(np.arange(n_patients))},
+            items_by_seed,
+            reference="ref",
+            n_bootstrap=200,
+            seed=study,
+        )
+        by_source = {r["source"]: r for r in rows}
+        ref, cand = by_source["ref"], by_source["cand"]
+        covered["mean"] += ref["ci_low"] <= 0.5 <= ref["ci_high"]
+        covered["diff"] += cand["diff_ci_low"] <= 0.05 <= cand["diff_ci_high"]
+        values = [r["value"] for r in seed_rows if r["source"] == "ref"]
+        half = 4.303 * np.std(values, ddof=1) / np.sqrt(len(seeds))  # t(2) 97.5 %
+        seed_only += abs(np.mean(values) - 0.5) <= half
+        test_sds.append(ref["test_sd"])
+        assert ref["seeds"] == 3 and np.isnan(ref["diff"])
+    assert 0.91 <= covered["mean"] / studies <= 0.99
+    assert 0.91 <= covered["diff"] / studies <= 0.99
+    # The test-set part: sd(patient effect) / sqrt(120) = 0.0158.
+    assert np.median(test_sds) == pytest.approx(0.3 / np.sqrt(3) / np.sqrt(n_patients), rel=0.2)
+    assert seed_only / studies < 0.8
+
+
+def test_seed_summary_of_an_identical_source_and_one_seed():
+    summary = _script("calibrate_transfer").seed_summary
+    rng = np.random.default_rng(3)
+    items, _ = _simulated_items(rng, 50, (0, 1))
+    rows, _ = summary(
+        {"retrieval_top1": MetricRows(np.arange(50), n=50, chance=0.02)},
+        {k: {"retrieval_top1": {"ref": items[k], "same": items[k]}} for k in (0, 1)},
+        reference="ref",
+        n_bootstrap=100,
+    )
+    same = next(r for r in rows if r["source"] == "same")
+    assert (same["diff"], same["diff_ci_low"], same["diff_ci_high"]) == (0.0, 0.0, 0.0)
+    assert next(r for r in rows if r["source"] == "chance")["value"] == 0.02
+    rows, _ = summary(
+        {"retrieval_top1": MetricRows(np.arange(50))},
+        {0: {"retrieval_top1": {"ref": items[0]}}},
+        n_bootstrap=100,
+    )
+    assert rows[0]["seeds"] == 1 and np.isnan(rows[0]["ci_low"])  # one seed: no interval
+
+
+def _result(cand_lvh_random, cand_probe_diffs, cand_probe_highs):
+    rows = [
+        dict(
+            source="cand", metric="retrieval_top1", diff=0.01, diff_ci_low=-0.05, diff_ci_high=0.07
+        )
+    ]
+    for i, (diff, high) in enumerate(zip(cand_probe_diffs, cand_probe_highs, strict=True)):
+        rows.append(
+            dict(
+                source="cand",
+                metric=f"t{i}_auroc@100",
+                diff=diff,
+                diff_ci_low=diff - 0.1,
+                diff_ci_high=high,
+            )
+        )
+    rows += [
+        dict(source="ref", metric=r["metric"], diff=None, diff_ci_low=None, diff_ci_high=None)
+        for r in rows
+    ]
+    synthetic = {
+        "ref": {
+            "seed0": {
+                "pclr": {"lvh_auroc": 0.97, "retrieval_top1": 0.99},
+                "random_init": {"lvh_auroc": 0.96},
+            }
+        },
+        "cand": {
+            "seed0": {
+                "pclr": {"lvh_auroc": 0.93, "retrieval_top1": 0.80},
+                "random_init": {"lvh_auroc": cand_lvh_random},
+            },
+            "seed1": {
+                "pclr": {"lvh_auroc": 0.95, "retrieval_top1": 0.82},
+                "random_init": {"lvh_auroc": cand_lvh_random},
+            },
+        },
+    }
+    return {
+        "configs": ["ref", "cand"],
+        "reference": "ref",
+        "synthetic": synthetic,
+        "evaluations": {"real_ecg_dev": {"rows": rows}},
+    }
+
+
+def test_criteria_from_constructed_results():
+    script = _script("calibrate_transfer")
+    ref, cand = script.criteria(_result(0.90, [0.02, -0.01], [0.1, 0.05]))
+    assert not ref["lvh"] and not ref["synthetic_retrieval"] and "meets_all" not in ref
+    assert cand["lvh_pclr"] == pytest.approx(0.94) and cand["lvh"]
+    assert cand["synthetic_retrieval"] and cand["real_retrieval"]
+    assert cand["probe_mean_diff"] == pytest.approx(0.005) and cand["probe_cells_at_or_above"] == 1
+    assert cand["probes"] and cand["meets_all"]
+    # A resolved deficit in one cell fails the probes even with a positive mean difference.
+    cand = script.criteria(_result(0.90, [0.05, -0.01], [0.1, -0.001]))[1]
+    assert cand["probe_cells_resolved_below"] == ["t1_auroc@100"] and not cand["meets_all"]
+    # Random init above 0.95 (or PCLR not above it) fails LVH.
+    assert not script.criteria(_result(0.96, [0.02, 0.0], [0.1, 0.1]))[1]["lvh"]
+    assert not script.criteria(_result(0.945, [0.02, 0.0], [0.1, 0.1]))[1]["lvh"]
+    table = script.criteria_table(_result(0.90, [0.02, -0.01], [0.1, 0.05]))
+    assert table.splitlines()[-1].endswith("| yes |")

@@ -18,17 +18,26 @@ of the N ECGs (``patient_id`` and label columns) and returns one long table:
   standard deviation over repeats of the paired difference to the ``reference`` (same split, same
   training rows).
 
+With several training seeds per encoder (``scripts/calibrate_transfer.py --seeds``),
+:func:`transfer_items` keeps what each value is computed from (every query's hit, every probe
+repeat's test rows and scores) and :func:`common_deviations` recomputes every (encoder, seed) cell
+under one common set of patient resamples, so that the scripts can put both the training seeds and
+the real test set into one interval (``pclr_jax.study.two_source``).
+
 The ECGs should hold one copy per recording (:func:`one_copy_per_recording`): a second copy of a
 recording would be retrieved as "another ECG of the patient".
 """
 
 from __future__ import annotations
 
+import dataclasses
+import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from pclr_jax.evaluation.metrics import class_indicator, weighted_metrics
 from pclr_jax.evaluation.probe import (
     PRIMARY_METRIC,
     TaskSpec,
@@ -300,3 +309,150 @@ def side_by_side(frame: pd.DataFrame, sources: Sequence[str] | None = None) -> s
         row = [cells.get((metric, source), "") for source in sources]
         lines.append(f"| {metric} | " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+# --- Several training seeds: per-item results, and the metrics under common patient resamples ---
+
+RETRIEVAL = "retrieval"
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferItems:
+    """One encoder's per-item results on one metric, from which the metric can be recomputed
+    under any weighting of the metric's rows (a patient bootstrap of the real ECGs).
+
+    The metric's rows are fixed by the data, not by the encoder: retrieval's query rows, or a
+    probe task's labelled ECGs. ``parts`` holds one ``(rows, y, scores)`` per probe repeat (its
+    test rows into the metric's rows, their encoded labels and the probe's scores) or, for
+    retrieval (``kind == "retrieval"``), one ``(rows, None, hits)`` with every query's expected
+    hit. The metric is the mean over the parts of the part's primary metric (retrieval: the
+    mean hit over the queries), as :func:`transfer_evaluation` reports it.
+    """
+
+    kind: str
+    parts: tuple[tuple[np.ndarray, np.ndarray | None, np.ndarray], ...]
+
+    def value(self, weights: np.ndarray) -> np.ndarray:
+        """The metric under each row of ``weights`` ``(B, M)`` (weights of the metric's rows):
+        ``(B,)``; NaN where a part's weights leave it without one of its classes."""
+        weights = np.atleast_2d(np.asarray(weights, np.float64))
+        if self.kind == RETRIEVAL:
+            ((rows, _, hits),) = self.parts
+            w = weights[:, rows]
+            return w @ np.asarray(hits, np.float64) / w.sum(axis=1)
+        name = PRIMARY_METRIC[self.kind]
+        values = [
+            weighted_metrics(
+                y, np.asarray(scores, np.float64), self.kind, weights[:, rows], (name,)
+            )[name]
+            for rows, y, scores in self.parts
+        ]
+        return np.mean(values, axis=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricRows:
+    """The rows a metric is measured on (the same for every encoder and training seed): their
+    ``patients`` and, for a classification probe, the class ``indicator`` ``(M, C)`` that the
+    patient resampling is stratified on (``None``: not stratified); ``n`` the queries (retrieval)
+    or training ECGs (probe) and ``chance`` retrieval's chance level."""
+
+    patients: np.ndarray
+    indicator: np.ndarray | None = None
+    n: float = float("nan")
+    chance: float = float("nan")
+
+
+def transfer_items(
+    sources: Mapping[str, np.ndarray],
+    table: pd.DataFrame,
+    tasks: Sequence[str] = (),
+    ks: Sequence[int] = (1, 5),
+    sizes: Sequence[int | str] = (100, 400),
+    repeats: int = 5,
+    seed: int = 0,
+    patient_column: str = "patient_id",
+) -> tuple[dict[str, MetricRows], dict[str, dict[str, TransferItems]]]:
+    """The per-item results behind :func:`transfer_evaluation`'s values (the same retrieval and
+    the same probe splits and fits for a given ``seed``), without intervals.
+
+    Returns ``(rows, items)``: ``rows[metric]`` the metric's :class:`MetricRows`;
+    ``items[metric][source]`` the source's :class:`TransferItems`, whose ``value`` with unit
+    weights is the source's value of the metric.
+    """
+    patients = table[patient_column].to_numpy()
+    rows: dict[str, MetricRows] = {}
+    items: dict[str, dict[str, TransferItems]] = {}
+    for name, x in sources.items():
+        result = retrieval_accuracy(x, patients, k=ks)
+        queries = np.asarray(result["query_rows"])
+        for k in ks:
+            metric = f"retrieval_top{k}"
+            rows.setdefault(
+                metric,
+                MetricRows(
+                    patients[queries], n=len(queries), chance=float(result[f"chance_top{k}"])
+                ),
+            )
+            part = (np.arange(len(queries)), None, np.asarray(result[f"hits_top{k}"], np.float64))
+            items.setdefault(metric, {})[name] = TransferItems(RETRIEVAL, (part,))
+    for spec in tasks:
+        task = TaskSpec.parse(spec)
+        column = table[task.column].to_numpy()
+        task = task.resolve(column[known_labels(column, task.kind or "binary")])
+        known = known_labels(column, task.kind)
+        y, classes = encode_labels(column[known], task.kind)
+        n_outputs = len(classes) if task.kind == "multiclass" else None
+        curve = learning_curve(
+            {name: np.asarray(x)[known] for name, x in sources.items()},
+            y,
+            patients[known],
+            task.kind,
+            task_name=task.column,
+            n_outputs=n_outputs,
+            sizes=sizes,
+            repeats=repeats,
+            n_bootstrap=0,
+            seed=seed,
+            keep_scores=True,
+        )
+        n_columns = n_outputs or (y.shape[1] if task.kind == "multilabel" else 1)
+        indicator = class_indicator(y, task.kind, n_columns)
+        for fit in curve.scores:
+            metric = f"{task.column}_{PRIMARY_METRIC[task.kind]}@{fit.size_label}"
+            size = float(fit.size_label) if fit.size_label.isdigit() else float("nan")
+            rows.setdefault(metric, MetricRows(patients[known], indicator, n=size))
+            by_source = items.setdefault(metric, {})
+            previous = by_source.get(fit.source, TransferItems(task.kind, ())).parts
+            part = (np.asarray(fit.test_rows), y[fit.test_rows], np.asarray(fit.scores))
+            by_source[fit.source] = TransferItems(task.kind, (*previous, part))
+    return rows, items
+
+
+def common_deviations(
+    metric_rows: MetricRows,
+    cells: Mapping[object, TransferItems],
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    metric: str = "",
+) -> dict[object, np.ndarray]:
+    """Every cell's deviations under common patient resamples of the metric's rows.
+
+    ``cells`` maps any key (e.g. ``(source, training_seed)``) to that cell's items on the same
+    metric rows. One set of ``n_bootstrap`` patient resamples (stratified on the metric's classes,
+    :mod:`pclr_jax.evaluation.resampling`; seeded by ``seed`` and ``metric``) weighs every cell:
+    returns ``{key: (B,) metric under each resample minus the cell's value}``. Paired across
+    cells: a difference between two cells' deviations is the difference's deviation under the
+    same patient draw (``pclr_jax.study.two_source``'s input).
+    """
+    plan = resampling_plan(metric_rows.patients, metric_rows.indicator)
+    rng = np.random.default_rng([seed, zlib.crc32(metric.encode())])
+    n_rows = len(metric_rows.patients)
+    chunk = max(1, 2**22 // max(n_rows, 1))
+    parts: dict[object, list[np.ndarray]] = {key: [] for key in cells}
+    for start in range(0, n_bootstrap, chunk):
+        weights = plan.weights(rng, min(chunk, n_bootstrap - start))
+        for key, cell in cells.items():
+            parts[key].append(cell.value(weights))
+    ones = np.ones((1, n_rows))
+    return {key: np.concatenate(p) - cells[key].value(ones)[0] for key, p in parts.items()}

@@ -78,6 +78,27 @@ checked against transfer to real ECGs, and a weaker LVH (R-wave gain 1.1-1.45, s
 in 30 % of LVH patients) so that LVH is not separable by voltage alone."""
 
 
+WEAK_LVH = {"lvh_voltage_gain": (1.1, 1.45), "lvh_strain_fraction": 0.3}
+"""The weaker LVH of the ``calibrated`` configs alone: R-wave gain 1.1-1.45, strain in 30 % of LVH
+patients (docs/data.md)."""
+
+DEFAULT_WEAK_LVH = dict(WEAK_LVH)
+"""The knobs of the ``default_weak_lvh`` configs: the original generator (no visits, families,
+drift or lead faults; the original, noisier recording) with only the weaker LVH of ``CALIBRATED``:
+a transfer-calibration candidate testing whether the original configs' simpler patient model is
+what transfers better to real ECGs."""
+
+CALIBRATED_NOISY = {
+    **CALIBRATED,
+    "noise_mv": SyntheticConfig.noise_mv,
+    "baseline_wander_mv": SyntheticConfig.baseline_wander_mv,
+}
+"""The knobs of the ``calibrated_noisy`` configs: ``CALIBRATED`` with the original configs' white
+noise (0.005-0.04 mV) and baseline wander (0.02-0.25 mV), 4 times PTB-XL's: a transfer-calibration
+candidate testing whether the original configs' noisier recordings (acting as augmentation) are
+what transfers better to real ECGs. Mains hum stays ``REALISTIC``'s (10 % of ECGs)."""
+
+
 def render_patients(
     config: SyntheticConfig, patient_ids: np.ndarray
 ) -> tuple[np.ndarray, pd.DataFrame]:
@@ -150,6 +171,38 @@ class PclrSynthetic(ECGBuilder):
             n_patients=1500,
             n_samples=1024,
             realism=CALIBRATED,
+        ),
+        SyntheticBuilderConfig(
+            name="default_weak_lvh",
+            description="2,000 patients x 2-4 ECGs, 4096 samples over 10 s: the default config's"
+            " generator and recording with only the weaker LVH of calibrated (a transfer"
+            " candidate)",
+            n_patients=2000,
+            realism=DEFAULT_WEAK_LVH,
+        ),
+        SyntheticBuilderConfig(
+            name="cpu_default_weak_lvh",
+            description="1,500 patients x 2-4 ECGs, 1024 samples over 10 s: cpu_default's"
+            " generator and recording with only the weaker LVH of cpu_calibrated (a transfer"
+            " candidate)",
+            n_patients=1500,
+            n_samples=1024,
+            realism=DEFAULT_WEAK_LVH,
+        ),
+        SyntheticBuilderConfig(
+            name="calibrated_noisy",
+            description="2,000 patients x 2-4 ECGs, 4096 samples over 10 s: calibrated with the"
+            " default config's 4x higher white noise and baseline wander (a transfer candidate)",
+            n_patients=2000,
+            realism=CALIBRATED_NOISY,
+        ),
+        SyntheticBuilderConfig(
+            name="cpu_calibrated_noisy",
+            description="1,500 patients x 2-4 ECGs, 1024 samples over 10 s: cpu_calibrated with"
+            " cpu_default's 4x higher white noise and baseline wander (a transfer candidate)",
+            n_patients=1500,
+            n_samples=1024,
+            realism=CALIBRATED_NOISY,
         ),
         SyntheticBuilderConfig(
             name="tiny",
