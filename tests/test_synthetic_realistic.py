@@ -211,13 +211,15 @@ def _changed(name, base):
 
 
 def test_transfer_candidates_change_exactly_the_knobs_they_name():
-    """The calibration's candidates (docs/data.md, second round): each varies one thing of the
-    config it is compared with, in both sizes."""
+    """The calibration's candidates (docs/data.md, second and third rounds): each varies one
+    thing of the config it is compared with, in both sizes."""
     weak_lvh = {"lvh_voltage_gain": (1.1, 1.45), "lvh_strain_fraction": 0.3}
     assert _changed("cpu_default_weak_lvh", "cpu_default") == weak_lvh
     assert _changed("default_weak_lvh", "default") == weak_lvh
     noisy = {"noise_mv": (0.005, 0.04), "baseline_wander_mv": (0.02, 0.25)}
     assert _changed("cpu_calibrated_noisy", "cpu_calibrated") == noisy
     assert _changed("calibrated_noisy", "calibrated") == noisy
-    for name in ("default_weak_lvh", "calibrated_noisy"):
+    assert _changed("cpu_realistic_weak_lvh", "cpu_realistic") == weak_lvh
+    assert _changed("realistic_weak_lvh", "realistic") == weak_lvh
+    for name in ("default_weak_lvh", "calibrated_noisy", "realistic_weak_lvh"):
         assert _changed(f"cpu_{name}", name) == {"n_patients": 1500, "n_samples": 1024}

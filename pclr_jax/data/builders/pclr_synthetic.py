@@ -88,6 +88,12 @@ drift or lead faults; the original, noisier recording) with only the weaker LVH 
 a transfer-calibration candidate testing whether the original configs' simpler patient model is
 what transfers better to real ECGs."""
 
+REALISTIC_WEAK_LVH = {**REALISTIC, **WEAK_LVH}
+"""The knobs of the ``realistic_weak_lvh`` configs: ``REALISTIC`` (the default job's patient
+model and recording) with only the weaker LVH of ``CALIBRATED``: a transfer-calibration candidate
+that fixes the default job's saturated LVH task and changes nothing else (docs/data.md, third
+round)."""
+
 CALIBRATED_NOISY = {
     **CALIBRATED,
     "noise_mv": SyntheticConfig.noise_mv,
@@ -203,6 +209,21 @@ class PclrSynthetic(ECGBuilder):
             n_patients=1500,
             n_samples=1024,
             realism=CALIBRATED_NOISY,
+        ),
+        SyntheticBuilderConfig(
+            name="realistic_weak_lvh",
+            description="2,000 patients x 2-4 ECGs, 4096 samples over 10 s: realistic with only"
+            " the weaker LVH of calibrated (a transfer candidate)",
+            n_patients=2000,
+            realism=REALISTIC_WEAK_LVH,
+        ),
+        SyntheticBuilderConfig(
+            name="cpu_realistic_weak_lvh",
+            description="1,500 patients x 2-4 ECGs, 1024 samples over 10 s: cpu_realistic with"
+            " only the weaker LVH of cpu_calibrated (a transfer candidate)",
+            n_patients=1500,
+            n_samples=1024,
+            realism=REALISTIC_WEAK_LVH,
         ),
         SyntheticBuilderConfig(
             name="tiny",
