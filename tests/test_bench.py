@@ -195,7 +195,10 @@ device = {device!r} or args.device or "cpu"
 if {wrong_device}:
     protocol.refuse(protocol.DEVICE_EXIT_CODE, "fake peer: cannot run on " + args.device)
 info = {{"n_params": {params}, "ecgs_per_step": 4, "device": device}}
-protocol.run_contender(args, lambda: (lambda: None, info))
+def step():  # one line per step, timed or not, in its log
+    with open(__file__ + ".steps", "a") as log:
+        log.write("step\\n")
+protocol.run_contender(args, lambda: (step, info))
 """
 
 
@@ -231,6 +234,22 @@ def test_runner_interleaves_and_checks_parameter_counts(tmp_path):
         runner.run_contenders(
             [_fake(tmp_path, "a"), _fake(tmp_path, "b", params=11)], 3, log=lambda _: None
         )
+
+
+def _steps_run(tmp_path, name) -> int:
+    return len((tmp_path / f"{name}.py.steps").read_text().splitlines())
+
+
+@pytest.mark.parametrize("rewarm", [0, 1, 2])
+def test_interleaved_turns_start_with_rewarm_untimed_steps(tmp_path, rewarm):
+    """Each contender's turn in a round runs ``rewarm`` untimed steps before its timed one: the
+    first call, 1 warm-up, and per round of 3 ``rewarm`` + 1 steps, of which 3 are timed."""
+    results = runner.run_contenders(
+        [_fake(tmp_path, "a"), _fake(tmp_path, "b")], 3, log=lambda _: None, rewarm=rewarm
+    )
+    for name in ("a", "b"):
+        assert len(results[name]["times"]) == 3
+        assert _steps_run(tmp_path, name) == 1 + 1 + 3 * (rewarm + 1)
 
 
 @pytest.mark.parametrize("sequential", [False, True])

@@ -9,8 +9,9 @@ work: a training step, one embedding call, ...). It prints JSON lines on stdout:
 * standalone (default): one line ``{"event": "result", ...}`` after ``--warmup`` untimed and
   ``--steps`` timed steps;
 * ``--serve``: ``{"event": "ready", ...}`` after setup, first call and warm-up, then for each
-  ``run K`` line on stdin ``{"event": "times", "times": [...]}`` (K timed steps), and for ``stop``
-  the final ``{"event": "result", ...}``. ``pclr bench`` uses this to interleave contenders:
+  ``run K`` line on stdin ``{"event": "times", "times": [...]}`` (K timed steps), for each
+  ``warm K`` line ``{"event": "warmed"}`` (K untimed steps), and for ``stop`` the final
+  ``{"event": "result", ...}``. ``pclr bench`` uses this to interleave contenders:
   each compiles once and the timed steps alternate between them.
 
 Every result carries ``maxrss_mib``, the process's peak resident memory (:func:`maxrss_mib`),
@@ -127,6 +128,10 @@ def run_contender(
                 batch = [timed(step) for _ in range(int(command[1]))]
                 times.extend(batch)
                 emit({"event": "times", "times": batch})
+            elif command[0] == "warm":
+                for _ in range(int(command[1])):
+                    step()
+                emit({"event": "warmed"})
             elif command[0] == "stop":
                 break
             else:

@@ -4,9 +4,14 @@ Every contender (pclr-jax itself, and each ``--vs`` peer) is a process speaking
 :mod:`pclr_jax.benchmarking.protocol`. By default they run INTERLEAVED: each is started in turn
 and set up (compiled, warmed up) while the others wait idle, then the timed steps alternate
 A, B, C, A, B, C, ... so that a change in the machine's load hits all of them alike, and the
-speed-up is the median over rounds of the per-round ratio of step times. All contenders are then
-alive at once, so their memory adds up; ``sequential=True`` runs them one after the other
-instead (each its warm-up and all its steps), for sizes that do not fit together.
+speed-up is the median over rounds of the per-round ratio of step times. Each contender's turn
+in a round starts with ``rewarm`` untimed steps (default 1): a process's first step after the
+others have run can be far slower than its next ones (on a VM with free-page reporting, memory
+a process freed and left idle for a few seconds is handed back to the host, and faulting it in
+again costs seconds: docs/benchmarks.md), which would land in the timed step of whichever
+framework frees and re-allocates its temporaries. All contenders are alive at once, so their
+memory adds up; ``sequential=True`` runs them one after the other instead (each its warm-up and
+all its steps), for sizes that do not fit together.
 
 Peers are scripts in ``benchmarks/peers/`` run by a configurable interpreter (their frameworks
 usually live in other virtual environments). A peer whose framework cannot be imported exits
@@ -286,9 +291,10 @@ def _on_reference_device(contender: Contender, reference: dict) -> Contender:
 
 
 def run_contenders(
-    contenders: list[Contender], steps: int, sequential: bool = False, log=None
+    contenders: list[Contender], steps: int, sequential: bool = False, log=None, rewarm: int = 1
 ) -> dict[str, dict]:
-    """Results by contender name (each the contender's final ``result`` message).
+    """Results by contender name (each the contender's final ``result`` message); interleaved
+    unless ``sequential``, each turn after ``rewarm`` untimed steps (module docstring).
 
     The first contender is the reference for the parameter-count and device checks; the peers
     are started with ``--device`` set to the device it reports.
@@ -327,6 +333,9 @@ def run_contenders(
             log(f"[bench] {contender.name}: first call {ready['first_call_s']:.1f} s")
         for round_index in range(steps):
             for process in processes:
+                if rewarm:
+                    process.send(f"warm {rewarm}")
+                    process.wait_for("warmed")
                 process.send("run 1")
                 process.wait_for("times")
             log(f"[bench] round {round_index + 1}/{steps} done")

@@ -20,8 +20,10 @@ Examples::
 Every contender (pclr-jax and each ``--vs`` peer) runs in its own process on the same model
 (same parameter count, checked: the comparison is refused otherwise), batch and dtype, on random
 input. By default the contenders are interleaved: set up in turn, then their timed steps
-alternate (``--sequential`` runs them one after the other, when they do not fit in memory
-together). Peers are the scripts in ``benchmarks/peers/``. See ``docs/benchmarks.md``.
+alternate, each turn after ``--rewarm`` untimed steps (default 1: a process's first step after
+the others ran can pay for memory the machine took back meanwhile), or ``--sequential`` runs
+them one after the other, when they do not fit in memory together. Peers are the scripts in
+``benchmarks/peers/``. See ``docs/benchmarks.md``.
 
 On a GPU or TPU, pclr-jax runs on one device (``--devices``), the peers on that same device
 (a peer that cannot is refused, never compared from the CPU), and the matrix-product peak is
@@ -100,6 +102,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--peers-dir", type=pathlib.Path, default=None, help="peer scripts")
     parser.add_argument(
         "--sequential", action="store_true", help="run contenders one after the other"
+    )
+    parser.add_argument(
+        "--rewarm",
+        type=int,
+        default=1,
+        help="untimed steps at the start of each contender's turn in an interleaved round",
     )
     parser.add_argument(
         "--peak-size", type=int, default=4096, help="n of the n^3 peak matmul (0: skip)"
@@ -190,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         if peak_size:
             print(f"[bench] matmul peak ({peak_size}^3, fp32 and bf16)", file=sys.stderr)
         before = runner.measure_peaks(peak_size) if peak_size else {"peaks": {}}
-        results = runner.run_contenders(contenders, args.steps, args.sequential)
+        results = runner.run_contenders(contenders, args.steps, args.sequential, rewarm=args.rewarm)
         # measured again after the contenders, the best of both (the load varies)
         after = runner.measure_peaks(peak_size) if peak_size else before
     except errors as error:
@@ -206,7 +214,8 @@ def run(args: argparse.Namespace) -> int:
         f"pclr bench {args.workload}: {args.config} model ({config.n_samples} x "
         f"{config.n_leads}), {args.batch_pairs} pairs, {args.dtype}, conv_impl "
         f"{args.conv_impl}, median of {args.steps} "
-        f"steps after {args.warmup} warm-up, {'sequential' if args.sequential else 'interleaved'}"
+        f"steps after {args.warmup} warm-up, "
+        + ("sequential" if args.sequential else f"interleaved, {args.rewarm} untimed per turn")
     )
     load = f"{machine['load_average_1min']:.1f} -> {machine['load_average_1min_after']:.1f}"
     print(f"\n{title}\n{machine['cpu_model']}, {machine['cores']} cores, load average {load}")
