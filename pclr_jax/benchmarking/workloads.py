@@ -398,6 +398,9 @@ def main(argv: list[str] | None = None) -> None:
         "--grad-cache-microbatch", type=int, default=0, help="train: pairs per micro-batch"
     )
     args = parser.parse_args(argv)
+    from pclr_jax.runtime import host_memory
+
+    memory = host_memory.keep_freed_memory()  # before JAX's threads exist, as `pclr` does
     import jax
 
     from pclr_jax import __version__
@@ -416,6 +419,7 @@ def main(argv: list[str] | None = None) -> None:
         info["device"] = info["platform"] = jax.devices()[0].platform
         info["device_kind"] = jax.devices()[0].device_kind
         info["device_count"] = jax.device_count()
+        info["host_memory"] = memory
         return step, info
 
     protocol.run_contender(args, setup, lambda: device_peak_mib(jax.devices()))

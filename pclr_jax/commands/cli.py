@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from pclr_jax.runtime import host_memory
+
 COMMANDS: tuple[str, ...] = ("embed", "convert", "prepare", "train", "probe", "bench", "study")
 
 
@@ -20,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    host_memory.keep_freed_memory()  # before JAX's threads exist
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "passthrough", False):
