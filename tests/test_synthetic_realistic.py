@@ -211,7 +211,7 @@ def _changed(name, base):
 
 
 def test_transfer_candidates_change_exactly_the_knobs_they_name():
-    """The calibration's candidates (docs/data.md, second and third rounds): each varies one
+    """The calibration's candidates (docs/data.md, second to fourth rounds): each varies one
     thing of the config it is compared with, in both sizes."""
     weak_lvh = {"lvh_voltage_gain": (1.1, 1.45), "lvh_strain_fraction": 0.3}
     assert _changed("cpu_default_weak_lvh", "cpu_default") == weak_lvh
@@ -221,5 +221,21 @@ def test_transfer_candidates_change_exactly_the_knobs_they_name():
     assert _changed("calibrated_noisy", "calibrated") == noisy
     assert _changed("cpu_realistic_weak_lvh", "cpu_realistic") == weak_lvh
     assert _changed("realistic_weak_lvh", "realistic") == weak_lvh
-    for name in ("default_weak_lvh", "calibrated_noisy", "realistic_weak_lvh"):
+    stable = {
+        "condition_drift_per_year": 0.0,
+        "condition_jitter": 0.0,
+        "lvh_progression_per_year": 0.0,
+    }
+    assert _changed("cpu_realistic_stable_conditions", "cpu_realistic_weak_lvh") == stable
+    assert _changed("realistic_stable_conditions", "realistic_weak_lvh") == stable
+    no_families = {"morphology_families": 0, "family_weight": 0.0}
+    assert _changed("cpu_realistic_no_families", "cpu_realistic_weak_lvh") == no_families
+    assert _changed("realistic_no_families", "realistic_weak_lvh") == no_families
+    for name in (
+        "default_weak_lvh",
+        "calibrated_noisy",
+        "realistic_weak_lvh",
+        "realistic_stable_conditions",
+        "realistic_no_families",
+    ):
         assert _changed(f"cpu_{name}", name) == {"n_patients": 1500, "n_samples": 1024}
