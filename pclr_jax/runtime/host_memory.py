@@ -5,7 +5,7 @@ XLA:CPU allocates a program's temporaries as one block per execution (844 MB for
 model's training step at 32 pairs) and frees it when the step ends. glibc serves a block that
 large with ``mmap`` (from a thread's arena, whatever ``M_MMAP_MAX`` says) and gives it back with
 ``munmap``, so every step faults about 200,000 fresh pages in: 0.4-0.5 s of system time per
-step on a 2-core VM, and about 2 s where the machine has free-page reporting and another process
+step on a 2-core Intel Xeon VM (family 6 model 207, AVX-512), and about 2 s where the machine has free-page reporting and another process
 ran in between (``docs/speed_cpu.md``). With ``PCLR_KEEP_HOST_MEMORY=1``,
 :func:`keep_freed_memory` makes every thread allocate from the main arena (``M_ARENA_MAX`` 1),
 without ``mmap`` (``M_MMAP_MAX`` 0), and never trims its top (``M_TRIM_THRESHOLD`` -1): the block
