@@ -5,13 +5,14 @@ XLA:CPU allocates a program's temporaries as one block per execution (844 MB for
 model's training step at 32 pairs) and frees it when the step ends. glibc serves a block that
 large with ``mmap`` (from a thread's arena, whatever ``M_MMAP_MAX`` says) and gives it back with
 ``munmap``, so every step faults about 200,000 fresh pages in: 0.4-0.5 s of system time per
-step on a 2-core Intel Xeon VM (family 6 model 207, AVX-512), and about 2 s where the machine has free-page reporting and another process
-ran in between (``docs/speed_cpu.md``). With ``PCLR_KEEP_HOST_MEMORY=1``,
-:func:`keep_freed_memory` makes every thread allocate from the main arena (``M_ARENA_MAX`` 1),
-without ``mmap`` (``M_MMAP_MAX`` 0), and never trims its top (``M_TRIM_THRESHOLD`` -1): the block
-is reused (no faults, 0.04-0.13 s of system time per step), but the process never returns memory,
-and when another allocation lands inside the freed block the next one is placed beyond it: the
-resident memory of a training run grew from 1.70 to 2.49 GiB at its seventh step. Hence opt-in.
+step on a 2-core Intel Xeon VM (family 6 model 207, AVX-512), and about 2 s where the machine
+has free-page reporting and another process ran in between (``docs/speed_cpu.md``). With
+``PCLR_KEEP_HOST_MEMORY=1``, :func:`keep_freed_memory` makes every thread allocate from the main
+arena (``M_ARENA_MAX`` 1), without ``mmap`` (``M_MMAP_MAX`` 0), and never trims its top
+(``M_TRIM_THRESHOLD`` -1): the block is reused (no faults, 0.04-0.13 s of system time per
+step), but the process never returns memory, and when another allocation lands inside the freed
+block the next one is placed beyond it: the resident memory of a training run grew from 1.70 to
+2.49 GiB at its seventh step. Hence opt-in.
 
 It must run before the threads that allocate exist (before JAX's backend starts): the ``pclr``
 command line, ``train.py`` and ``pclr bench``'s contender call it first. Library users may call
