@@ -8,7 +8,8 @@ Sections:
 
 * ``layers``: each convolution shape of the released model (batch 64 ECGs = 32 pairs, 12 x 4096
   input) under ``jit(grad)`` (forward + both gradients) and forward alone, ``conv_impl``
-  ``xla`` vs ``space_to_depth``; the unit max pools; batch norm + ReLU, ``flax`` vs ``fused``.
+  ``xla`` vs ``space_to_depth`` (and ``dft`` where it takes the layer); the unit max pools; batch
+  norm + ReLU, ``flax`` vs ``fused``.
 * ``step``: the real training step (``make_train_step``: PCLR with head, NT-Xent t=0.1, Adam,
   32 pairs = 64 ECGs), float32 and bfloat16 compute, per (conv_impl, norm_impl).
 * ``embed``: the encoder forward in eval mode (``make_embed_fn``), batch 64, per formulation.
@@ -39,14 +40,12 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from pclr_jax.losses import get_loss
-from pclr_jax.model import batch_norm, conv
+from pclr_jax.model import batch_norm, conv, dft_conv
 from pclr_jax.model.encoder import EncoderConfig, init_variables
 from pclr_jax.runtime.distributed import make_mesh
+from pclr_jax.step.optimizers import fixed_adam_config, make_optimizer
 from pclr_jax.step.train_state import create_train_state
 from pclr_jax.step.train_step import make_embed_fn, make_train_step
-
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from train_step import _optimizer  # noqa: E402
 
 BATCH = 64  # ECGs per step: 32 pairs
 
@@ -111,9 +110,14 @@ def layers(dtype: str, rounds: int) -> list[dict]:
         w = jnp.asarray(rng.normal(size=(k, c_in, c_out)) / np.sqrt(k * c_in), dt)
         g = jnp.asarray(rng.normal(size=(BATCH, -(-n // s), c_out)), jnp.float32)
         fns, args = {}, {}
-        # XLA's formulations (oneDNN's: benchmarks/onednn_gate.py); stride 1: all the same code
-        xla_impls = [i for i in conv.CONV_IMPLS[1:] if i != "onednn"]
-        impls = list(xla_impls if s > 1 and k > 1 else ("xla",))
+        # XLA's formulations (oneDNN's: benchmarks/onednn_gate.py). Strided: each its own code
+        # ("dft" is "space_to_depth_grad" there); stride 1: one lax convolution, but for "dft"
+        # where it takes the layer (dft_conv.applies).
+        xla_impls = [i for i in conv.CONV_IMPLS[1:] if i not in ("onednn", "dft")]
+        if s > 1 and k > 1:
+            impls = xla_impls
+        else:
+            impls = ["xla"] + (["dft"] if dft_conv.applies(n, c_in, k, s) else [])
         for impl in impls + ["ncw"]:
             c = _ncw_conv if impl == "ncw" else conv.conv1d
             fwd = jax.jit(lambda x, w, impl=impl, s=s, c=c: c(x, w, s, impl))
@@ -221,7 +225,7 @@ def steps(dtypes: list[str], formulations: list, pairs: int, rounds: int) -> lis
         for conv_impl, norm_impl in formulations:
             key = (dtype, conv_impl, norm_impl)
             config = EncoderConfig(dtype=dtype, conv_impl=conv_impl, norm_impl=norm_impl)
-            optimizer = _optimizer(pairs)
+            optimizer = make_optimizer(fixed_adam_config(), pairs, total_steps=1000)[0]
             state = create_train_state(
                 config, get_loss("ntxent"), optimizer, jax.random.key(0), mesh
             )

@@ -18,7 +18,7 @@ Two parts, float32 and bfloat16, default ``EncoderConfig`` (12 x 4096 input; 32 
    ``onednn`` and ``xla`` (XLA's inference formulation). All of a part's programs are compiled
    first, then their calls interleaved; medians over ``--step-rounds``. The ratio XLA / oneDNN
    of the step decides: >= 1.2x in float32 or >= 1.5x in bfloat16 (issue 23's gate), and it is
-   what ``ONEDNN_AUTO`` in ``pclr_jax/model/conv.py`` should follow.
+   what ``CPU_AUTO`` in ``pclr_jax/model/conv.py`` should follow.
 
 The per-layer times do not add up to a step (a step's convolutions run with other work around
 them, fused or not, sharing caches and threads), which is why part 2 measures the programs.

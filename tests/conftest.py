@@ -114,11 +114,10 @@ def pytest_runtest_setup(item):
 
 
 @pytest.fixture
-def without_onednn(monkeypatch):
-    """What "auto" is on a machine where the oneDNN extension cannot load: AUTO_IMPL's XLA
-    formulations. For tests of XLA's own convolutions (their precision, FLOPs, formulations):
-    where the extension loads, ONEDNN_AUTO may send a CPU class's convolutions to oneDNN
-    (tests/test_onednn_build.py tests that choice)."""
-    from pclr_jax.model import onednn_conv
+def xla_auto(monkeypatch):
+    """What "auto" is without the CPU-class table: AUTO_IMPL's XLA formulations. For tests of
+    XLA's own convolutions (their precision, FLOPs, formulations): CPU_AUTO may send a CPU class's
+    convolutions to "dft" or oneDNN (tests/test_onednn_build.py tests that choice)."""
+    from pclr_jax.model import conv
 
-    monkeypatch.setattr(onednn_conv, "usable", lambda: False)
+    monkeypatch.setattr(conv, "CPU_AUTO", {})

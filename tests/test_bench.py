@@ -151,7 +151,7 @@ def test_flops_match_hand_count_of_a_tiny_conv_net():
     )
 
 
-@pytest.mark.usefixtures("without_onednn")
+@pytest.mark.usefixtures("xla_auto")
 def test_full_model_size_and_flops():
     """The released architecture with its head: 6,600,352 parameters, ~3.65 GFLOP forward."""
     from pclr_jax.model.encoder import PCLRModel, count_parameters
@@ -167,7 +167,7 @@ def test_full_model_size_and_flops():
     assert forward_flops_per_ecg(config) == pytest.approx(forward, rel=0.01)
 
 
-@pytest.mark.usefixtures("without_onednn")
+@pytest.mark.usefixtures("xla_auto")
 def test_analytic_flops_match_xla_cost_analysis_on_cpu():
     """The released model's training step: the count from its configuration (convolutions and
     dense layers, what pclr bench and the accelerator check report) is within 1% of XLA's CPU

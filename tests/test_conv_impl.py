@@ -13,7 +13,7 @@ import pytest
 from jax import lax
 from keras_reference import ODD, TINY
 
-from pclr_jax.model import batch_norm, conv
+from pclr_jax.model import batch_norm, conv, dft_conv
 from pclr_jax.model.encoder import EncoderConfig, PCLRModel, init_variables
 
 
@@ -184,6 +184,14 @@ LEAD_II_STRIDES = EncoderConfig(
     stem_filters=8,
     head_sizes=(16,),
 )
+# Wide enough (32+ channels into stride-1 convolutions) for "dft" to take its own path.
+WIDE = EncoderConfig(
+    n_samples=256,
+    unit_samples=(256, 64, 16, 4),
+    unit_filters=(32, 40, 40, 48),
+    stem_filters=32,
+    head_sizes=(16,),
+)
 # Each encoder against the reference formulation with a share of the others (each of them
 # compiled twice per encoder, the whole cost of this test): every conv and every batch-norm
 # formulation on every encoder, every combination of the two on at least one.
@@ -194,14 +202,18 @@ ENCODER_CASES = {
         LEAD_II_STRIDES,
         (("xla", "fused"), ("space_to_depth", "fused"), ("space_to_depth_grad", "flax")),
     ),
+    "wide": (WIDE, (("dft", "fused"), ("dft", "flax"))),
 }
+# "dft" on the narrow encoders would be "space_to_depth" (dft_conv.applies): only "wide" has it.
+NARROW_CASES = ("tiny", "odd", "lead_ii_strides")
 
 
 def test_encoder_cases_cover_every_combination():
     covered = {REFERENCE_IMPLS} | {i for _, impls in ENCODER_CASES.values() for i in impls}
     assert covered == IMPLS
-    for _, impls in ENCODER_CASES.values():
-        assert {c for c, _ in impls} | {"xla"} == set(XLA_CONV_IMPLS)
+    for name, (_, impls) in ENCODER_CASES.items():
+        conv_impls = set(XLA_CONV_IMPLS) - {"dft"} if name in NARROW_CASES else {"xla", "dft"}
+        assert {c for c, _ in impls} | {"xla"} == conv_impls
         assert {n for _, n in impls} | {"flax"} == set(batch_norm.NORM_IMPLS[1:])
 
 
@@ -243,7 +255,7 @@ def test_encoder_outputs_and_gradients_agree_across_impls(case):
             _close(a, e, rtol=1e-4)
 
 
-def test_auto_resolves_per_backend_as_the_table_says(without_onednn):
+def test_auto_resolves_per_backend_as_the_table_says(xla_auto):
     """CPU measured (docs/speed_cpu.md); GPU and TPU the plain lax convolution until the
     accelerator check has measured them; a backend not in the table gets the fallback."""
     assert conv.AUTO_IMPL == {
@@ -270,7 +282,28 @@ def _convs(jaxpr):
     return found
 
 
-def test_auto_programs_follow_the_table_on_this_backend(without_onednn):
+@pytest.mark.parametrize(
+    "c_in,k,stride,via_dft",
+    [(32, 16, 1, True), (12, 16, 1, False), (64, 1, 1, False), (64, 4, 1, False)]
+    + [(64, 16, 4, False)],
+)
+def test_conv_impl_dft_routes_by_layer(c_in, k, stride, via_dft):
+    """``conv_impl="dft"``: stride-1 layers with enough taps and channels by DFTs (no lax
+    convolution in the program); the others as "space_to_depth_grad"; values as lax's either
+    way."""
+    assert dft_conv.applies(100, c_in, k, stride) == via_dft
+    rng = np.random.default_rng(c_in + k)
+    x = jnp.asarray(rng.normal(size=(2, 100, c_in)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(k, c_in, 8)) / np.sqrt(k * c_in), jnp.float32)
+
+    def f(x, w):
+        return conv.conv1d(x, w, stride, "dft")
+
+    assert (not _convs(jax.make_jaxpr(f)(x, kernel).jaxpr)) == via_dft
+    _close(jax.jit(f)(x, kernel), _reference_conv(x, kernel, stride))
+
+
+def test_auto_programs_follow_the_table_on_this_backend(xla_auto):
     """In the programs themselves: on CPU, "auto" trains the stride-4 layers without the
     lhs-dilated input-gradient convolution that "xla" has (space-to-depth), and infers with the
     strided lax convolution."""

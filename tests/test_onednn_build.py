@@ -68,24 +68,29 @@ def test_unavailable_extension_auto_falls_back_and_onednn_raises(monkeypatch):
         conv.resolve_impl("onednn", backend="gpu")
 
 
+@pytest.mark.parametrize("loads", [True, False])
 @pytest.mark.parametrize("cpu", ["avx512_amx", "avx512", "avx2", "other"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 @pytest.mark.parametrize("train", [True, False])
-def test_auto_picks_onednn_only_where_the_table_says(monkeypatch, cpu, dtype, train):
-    """With the extension loadable: "onednn" exactly where ONEDNN_AUTO marks (CPU class, dtype)
-    faster for training or inference, on the CPU backend only; else AUTO_IMPL's formulation."""
-    monkeypatch.setattr(onednn_conv, "_load", lambda: object())
+def test_auto_follows_the_cpu_table(monkeypatch, loads, cpu, dtype, train):
+    """ "auto" on the CPU backend: CPU_AUTO's choice for (CPU class, dtype) in training or
+    inference, "onednn" only where the extension loads; else AUTO_IMPL's formulation; other
+    backends never read the table."""
+    reason = onednn_build.OnednnUnavailable("not installed")
+    monkeypatch.setattr(onednn_conv, "_load", (lambda: object()) if loads else (lambda: reason))
     monkeypatch.setattr(conv, "cpu_class", lambda: cpu)
-    wins = conv.ONEDNN_AUTO.get((cpu, dtype), (False, False))[0 if train else 1]
+    choice = conv.CPU_AUTO.get((cpu, dtype), (None, None))[0 if train else 1]
     xla = conv.AUTO_IMPL["cpu"][0 if train else 1]
-    assert conv.resolve_impl("auto", train, "cpu", dtype) == ("onednn" if wins else xla)
+    expected = choice if choice == "dft" or (choice == "onednn" and loads) else xla
+    assert conv.resolve_impl("auto", train, "cpu", dtype) == expected
     assert conv.resolve_impl("auto", train, "gpu", dtype) == conv.AUTO_IMPL["gpu"][0]
     measured_faster = {
-        ("avx512_amx", "bfloat16"): (True, True),
-        ("avx512_amx", "float32"): (True, True),
-        ("avx512", "float32"): (False, True),
+        ("avx512_amx", "bfloat16"): ("onednn", "onednn"),
+        ("avx512_amx", "float32"): ("onednn", "onednn"),
+        ("avx512", "float32"): ("dft", "dft"),
+        ("avx512", "bfloat16"): ("dft", "dft"),
     }
-    assert {k: v for k, v in conv.ONEDNN_AUTO.items() if any(v)} == measured_faster
+    assert conv.CPU_AUTO == measured_faster
 
 
 def test_cpu_class_reads_this_cpu():

@@ -69,7 +69,7 @@ def test_head_is_float32_at_highest_precision_under_bfloat16_compute():
 
 
 @pytest.mark.parametrize("precision", ["default", "high", "highest"])
-def test_encoder_conv_precision_follows_the_config(precision, without_onednn):
+def test_encoder_conv_precision_follows_the_config(precision, xla_auto):
     """ "default" asks lax for no precision, so JAX's default applies and
     ``jax.default_matmul_precision`` raises it (the suite's device runs: tests/conftest.py);
     "high" and "highest" are asked for explicitly and win over it."""

@@ -43,7 +43,7 @@ import sys
 PEER_NAMES = ("torch", "torch_compile", "tf_keras")
 # pclr_jax.model.conv.CONV_IMPLS, spelled out so that `pclr --help` does not import JAX (a test
 # checks that they agree).
-CONV_IMPLS = ("auto", "xla", "space_to_depth", "space_to_depth_grad", "onednn")
+CONV_IMPLS = ("auto", "xla", "space_to_depth", "space_to_depth_grad", "dft", "onednn")
 
 
 def _peer_python(value: str) -> tuple[str, str]:

@@ -22,6 +22,13 @@ Implementations (``impl``):
   convolution is the faster one) and the gradients as ``"space_to_depth"`` (a ``custom_vjp``
   whose backward pass is the VJP of the space-to-depth form); the pool as ``"space_to_depth"``.
 
+* ``"dft"``: the stride-1 convolutions with many input channels by blocked real DFTs
+  (:mod:`pclr_jax.model.dft_conv`: overlap-save, the channel mixing per frequency bin, about 6x
+  fewer multiply-adds for 16 taps; every step a matrix product, so ``grad`` differentiates it);
+  the others (the stem, 1x1 and strided convolutions) as ``"space_to_depth_grad"`` (the strided
+  lax forward, space-to-depth gradients: the faster forward in inference, measured), the pool by
+  reshape.
+
 * ``"onednn"``: every convolution (any stride and kernel) through a oneDNN custom call with its
   own gradients (:mod:`pclr_jax.model.onednn_conv`; CPU only, float32 and bfloat16, needs the
   ``cpu-onednn`` extra and a C++ compiler: the extension is compiled on first use). Raises
@@ -29,9 +36,10 @@ Implementations (``impl``):
   cannot be loaded. The pool is the reshape-and-max of ``"space_to_depth"`` (on XLA:CPU 1.7-3.7x
   faster than ``reduce_window``, ``docs/speed_cpu.md``).
 
-``"auto"`` (:func:`auto_impl`) first asks :data:`ONEDNN_AUTO` whether oneDNN measured faster for
-this (CPU class, dtype, training or inference) on the CPU backend, and takes ``"onednn"`` if so
-AND the extension loads (silently falling back otherwise); else :data:`AUTO_IMPL`, a table per
+``"auto"`` (:func:`auto_impl`) first asks :data:`CPU_AUTO` whether ``"dft"`` or ``"onednn"``
+measured faster for this (CPU class, dtype, training or inference) on the CPU backend, and takes
+it if so (``"onednn"`` only where the extension loads, silently falling back otherwise); else
+:data:`AUTO_IMPL`, a table per
 backend (``jax.default_backend()``) of the XLA formulation in training and in inference: on CPU
 ``"space_to_depth"`` in training and ``"xla"`` in inference (measured, ``docs/speed_cpu.md``); on
 GPU and TPU ``"xla"`` in both until measured there (``benchmarks/accelerator_check.sh`` times the
@@ -56,10 +64,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pclr_jax.model import onednn_conv
+from pclr_jax.model import dft_conv, onednn_conv
 from pclr_jax.model.padding import same_padding
 
-CONV_IMPLS = ("auto", "xla", "space_to_depth", "space_to_depth_grad", "onednn")
+CONV_IMPLS = ("auto", "xla", "space_to_depth", "space_to_depth_grad", "dft", "onednn")
 
 # What "auto" picks per backend (jax.default_backend()): (training, inference).
 # cpu: measured on XLA:CPU (docs/speed_cpu.md): in training the gradients dominate and the
@@ -75,28 +83,28 @@ AUTO_IMPL = {
 }
 AUTO_FALLBACK = ("xla", "xla")
 
-# Where "auto" sends the convolutions to oneDNN on the CPU backend: (cpu_class(), dtype) ->
-# (in training, in inference). Absent: XLA (AUTO_IMPL). Measured with benchmarks/onednn_gate.py
-# (docs/speed_cpu.md#the-onednn-path):
+# Where "auto" departs from AUTO_IMPL on the CPU backend: (cpu_class(), compute dtype) ->
+# (in training, in inference), None for AUTO_IMPL's choice; "onednn" only where the extension
+# loads (else AUTO_IMPL's, silently). Measured with benchmarks/onednn_gate.py and
+# benchmarks/conv_formulations.py (docs/speed_cpu.md):
 # * avx512_amx, bfloat16: oneDNN's AMX kernels run every layer's forward and gradients 3.4-11x
 #   faster than XLA:CPU's bf16 convolutions (XLA:CPU has no AMX or avx512_bf16 kernels).
-# * avx512_amx, float32: 1.1-2x per layer (the kernel gradient of the stride-1 k16 layers
+# * avx512_amx, float32: oneDNN 1.1-2x per layer (the kernel gradient of the stride-1 k16 layers
 #   0.86-0.90x); the whole step measured (benchmarks/results/onednn_steps.json): 1.10x the
-#   space-to-depth step in training, 1.19x the lax forward in inference.
-# * avx512 without AMX, float32: measured on an Intel Xeon without AMX (family 6 model 207,
-#   benchmarks/results/onednn_steps_avx512.json): 1.11x the lax forward in inference, the same
-#   1.11x against tf.keras in `pclr bench embed`; 1.03x the space-to-depth step in training,
-#   inside run-to-run noise, so training keeps XLA. (TensorFlow's oneDNN forward also led XLA's
-#   on Zen 4 and Zen 5, by 1.16x and 1.14x.)
-# * avx512 without AMX, bfloat16: oneDNN's avx512_core_bf16 kernels ran slower than its float32
-#   ones there: 0.68x XLA in training, 0.73x in inference, so XLA. Not measured on AMD Zen 4/5,
-#   whose bf16 units differ (PyTorch's oneDNN bf16 convolutions ran about 2x fp32 on Zen 4).
-# * avx2 (Zen 2), other: XLA. On Zen 2 TensorFlow's oneDNN conv1d was half XLA's speed on
-#   forward+backward.
-ONEDNN_AUTO: dict[tuple[str, str], tuple[bool, bool]] = {
-    ("avx512_amx", "bfloat16"): (True, True),
-    ("avx512_amx", "float32"): (True, True),
-    ("avx512", "float32"): (False, True),
+#   space-to-depth step in training, 1.19x the lax forward in inference. "dft" is not measured
+#   on this class.
+# * avx512 without AMX (an Intel Xeon, family 6 model 207), both dtypes: "dft" (blocked-DFT
+#   stride-1 convolutions, pclr_jax/model/dft_conv.py): training step 1.23x (fp32) and 1.27x
+#   (bf16) the space-to-depth one, embedding 1.15x and 1.28x the lax forward, ahead of oneDNN
+#   in all four (benchmarks/results/conv_formulations_dft_avx512.json). oneDNN's fp32 step was
+#   about the space-to-depth one, its bf16 kernels slower than its fp32 ones. AMD Zen 4/5 are
+#   in this class too and take "dft" unmeasured (docs/speed_cpu.md#blocked-dft-convolutions).
+# * avx2 (Zen 2), other: AUTO_IMPL (XLA leads oneDNN there; "dft" not measured).
+CPU_AUTO: dict[tuple[str, str], tuple[str | None, str | None]] = {
+    ("avx512_amx", "bfloat16"): ("onednn", "onednn"),
+    ("avx512_amx", "float32"): ("onednn", "onednn"),
+    ("avx512", "float32"): ("dft", "dft"),
+    ("avx512", "bfloat16"): ("dft", "dft"),
 }
 
 _DIMS = ("NWC", "WIO", "NWC")
@@ -104,7 +112,7 @@ _DIMS = ("NWC", "WIO", "NWC")
 
 @functools.cache
 def cpu_class() -> str:
-    """The host CPU's vector extensions as :data:`ONEDNN_AUTO` keys them: ``"avx512_amx"``
+    """The host CPU's vector extensions as :data:`CPU_AUTO` keys them: ``"avx512_amx"``
     (AVX-512 with AMX bf16 tiles, Intel Sapphire Rapids and later), ``"avx512"``, ``"avx2"`` or
     ``"other"`` (also where ``/proc/cpuinfo`` cannot be read, i.e. off Linux)."""
     try:
@@ -123,13 +131,13 @@ def cpu_class() -> str:
 
 def auto_impl(train: bool = True, backend: str | None = None, dtype: Any = "float32") -> str:
     """What ``"auto"`` is for ``backend`` (default ``jax.default_backend()``), compute ``dtype``,
-    in training (``train``) or inference: ``"onednn"`` where :data:`ONEDNN_AUTO` says it is faster
-    and the extension loads, else :data:`AUTO_IMPL`'s XLA formulation."""
+    in training (``train``) or inference: :data:`CPU_AUTO`'s choice for this CPU class on the CPU
+    backend (``"onednn"`` only where the extension loads), else :data:`AUTO_IMPL`'s."""
     backend = backend or jax.default_backend()
     if backend == "cpu":
-        wins = ONEDNN_AUTO.get((cpu_class(), jnp.dtype(dtype).name), (False, False))
-        if wins[0 if train else 1] and onednn_conv.usable():
-            return "onednn"
+        choice = CPU_AUTO.get((cpu_class(), jnp.dtype(dtype).name), (None, None))[0 if train else 1]
+        if choice == "dft" or (choice == "onednn" and onednn_conv.usable()):
+            return choice
     return AUTO_IMPL.get(backend, AUTO_FALLBACK)[0 if train else 1]
 
 
@@ -228,6 +236,10 @@ def conv1d(
     impl = resolve_impl(impl, dtype=x.dtype)
     if impl == "onednn":
         return onednn_conv.conv1d_onednn(x, kernel, stride, precision)
+    if impl == "dft":
+        if dft_conv.applies(x.shape[1], x.shape[2], kernel.shape[0], stride):
+            return dft_conv.conv1d_dft(x, kernel, _lax_precision(precision))
+        impl = "space_to_depth_grad"
     if impl == "space_to_depth":
         return conv1d_space_to_depth(x, kernel, stride, precision)
     if impl == "space_to_depth_grad" and stride > 1 and kernel.shape[0] > 1:
@@ -239,7 +251,7 @@ def max_pool1d(x: jax.Array, pool: int, impl: str = "xla") -> jax.Array:
     """'SAME' max pool with window = stride = ``pool``: ``(b, n, c) -> (b, ceil(n / pool), c)``.
 
     Padding never wins a window (TensorFlow's rule). ``"space_to_depth"`` (and
-    ``"space_to_depth_grad"`` and ``"onednn"``) pads with ``-inf``,
+    ``"space_to_depth_grad"``, ``"dft"`` and ``"onednn"``) pads with ``-inf``,
     reshapes to ``(b, n / pool, pool, c)`` and takes the max over the window axis. Its gradient
     splits ties evenly where ``lax``'s goes to one element; the encoder only pools values that
     are either pre-activation sums (no ties) or ReLU outputs, whose tied zeros get no gradient.
