@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from pclr_jax.study import cell, runner, statistics
-from pclr_jax.study.report import write_report
+from pclr_jax.study.report import formulation_lines, write_report
 from pclr_jax.study.spec import load_study
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -232,6 +232,25 @@ def test_report_of_known_cells(tmp_path):
     assert (tmp_path / "figures" / "differences.png").exists()
 
 
+def test_report_names_the_formulations_the_cells_ran():
+    """One line when every cell recorded the same formulations, the counts when they differ,
+    nothing when no cell recorded them (cells from before they were recorded)."""
+    dft = {"conv_impl_training": "dft", "conv_impl_inference": "dft", "norm_impl": "fused"}
+    s2d = {**dft, "conv_impl_training": "space_to_depth", "conv_impl_inference": "xla"}
+    cells = [{"machine": {"formulations": f}} for f in (dft, dft, s2d)] + [{"machine": {}}]
+    assert formulation_lines(cells[3:]) == []
+    assert formulation_lines(cells[:2]) == [
+        "- Formulations (every cell): conv_impl_inference dft, conv_impl_training dft, "
+        "norm_impl fused."
+    ]
+    assert formulation_lines(cells) == [
+        "- Formulations DIFFER between cells (float rounding only, but not one program): "
+        "conv_impl_inference dft, conv_impl_training dft, norm_impl fused: 2 cells; "
+        "conv_impl_inference xla, conv_impl_training space_to_depth, norm_impl fused: 1 cells; "
+        "not recorded: 1 cells."
+    ]
+
+
 def _write_items_cell(study_dir, spec, arm, seed, hits, y, scores, patients, config=None):
     """A finished cell with its per-test-item results: retrieval hits per query, binary probe
     scores; its metrics computed from them independently (mean, sklearn's AUROC)."""
@@ -435,6 +454,9 @@ def test_study_killed_resumed_and_run_cell_by_cell(tmp_path, data_dir):
     assert first.read_text() == first_text and first.stat().st_mtime_ns == first_mtime
     resumed = json.loads((cell.cell_directory(by_cell, "warm", 0) / cell.RESULT).read_text())
     assert resumed["resumed_from_step"] > 0
+    spec = load_study(SMOKE)
+    formulations = cell.resolved_formulations(spec.cell_config("warm", 0).model)
+    assert resumed["machine"]["formulations"] == formulations
     assert resumed["budget"]["steps"] == 24
     run_study(by_cell, data_dir, "--seed=1", "--no-report")
     write_report(by_cell)

@@ -115,12 +115,31 @@ def run_cell(spec, arm: str, seed: int, study_dir: str | os.PathLike) -> dict:
         "resumed_from_step": resumed_from,
         "train_wall_s": round(train_seconds, 1),
         "eval_wall_s": round(time.perf_counter() - start, 1),
-        # Host facts with the load average at the end of the cell, and the backend it ran on.
-        "machine": {**machine_facts(), "jax_backend": jax.default_backend()},
+        # Host facts with the load average at the end of the cell, the backend it ran on and
+        # what the model's "auto" formulations resolved to there.
+        "machine": {
+            **machine_facts(),
+            "jax_backend": jax.default_backend(),
+            "formulations": resolved_formulations(config.model),
+        },
     }
     write_json_atomically(directory / RESULT, result)
     (directory / FAILED).unlink(missing_ok=True)
     return result
+
+
+def resolved_formulations(model) -> dict[str, str]:
+    """The convolution and batch-norm formulations a model config runs with in this process
+    (``"auto"`` resolved for this backend, CPU class and dtype): ``{"conv_impl_training",
+    "conv_impl_inference", "norm_impl"}``. They change float rounding only, but a study whose
+    cells ran on different machines may have trained with different ones."""
+    from pclr_jax.model import batch_norm, conv
+
+    return {
+        "conv_impl_training": conv.resolve_impl(model.conv_impl, True, dtype=model.dtype),
+        "conv_impl_inference": conv.resolve_impl(model.conv_impl, False, dtype=model.dtype),
+        "norm_impl": batch_norm.resolve_impl(model.norm_impl),
+    }
 
 
 def record_failure(study_dir, arm: str, seed: int, error: BaseException) -> None:

@@ -263,6 +263,29 @@ def cell_configs(study_dir: pathlib.Path, study: dict, results: list[dict]) -> d
     return configs, recorded
 
 
+def formulation_lines(results: list[dict]) -> list[str]:
+    """The report's line on the formulations the cells ran (``machine.formulations``, recorded
+    since ``conv_impl="auto"`` could resolve differently per CPU class): one line naming them, or
+    the count of cells per combination when they differ, or none when no cell recorded them."""
+    counts: dict[str, int] = {}
+    for result in results:
+        recorded = result.get("machine", {}).get("formulations")
+        name = (
+            "not recorded"
+            if recorded is None
+            else ", ".join(f"{key} {value}" for key, value in sorted(recorded.items()))
+        )
+        counts[name] = counts.get(name, 0) + 1
+    if set(counts) <= {"not recorded"}:
+        return []
+    if len(counts) == 1:
+        return [f"- Formulations (every cell): {next(iter(counts))}."]
+    listed = "; ".join(f"{name}: {n} cells" for name, n in sorted(counts.items()))
+    return [
+        f"- Formulations DIFFER between cells (float rounding only, but not one program): {listed}."
+    ]
+
+
 def _budget_section(
     study: dict, results: list[dict], arms: list[str], reference: str, configs: tuple
 ) -> list:
@@ -568,6 +591,7 @@ def write_report(
                 f"{max(loads):.1f} on {machine['cores']} cores"
                 + (": the machine was shared, wall times are not speed figures." if shared else ".")
             )
+    lines += formulation_lines(results)
     two_sources = len(summary) and (summary["interval"] == SEEDS_AND_TEST).any()
     over = "seeds and test set" if two_sources else "seeds only"
     lines += [
