@@ -39,13 +39,12 @@ Implementations (``impl``):
 ``"auto"`` (:func:`auto_impl`) first asks :data:`CPU_AUTO` whether ``"dft"`` or ``"onednn"``
 measured faster for this (CPU class, dtype, training or inference) on the CPU backend, and takes
 it if so (``"onednn"`` only where the extension loads, silently falling back otherwise); else
-:data:`AUTO_IMPL`, a table per
-backend (``jax.default_backend()``) of the XLA formulation in training and in inference: on CPU
-``"space_to_depth"`` in training and ``"xla"`` in inference (measured, ``docs/speed_cpu.md``); on
-GPU and TPU ``"xla"`` in both until measured there (``benchmarks/accelerator_check.sh`` times the
-formulations on the device and prints the entry it would write,
-:mod:`pclr_jax.benchmarking.conv_choice`). Every implementation has the same parameters, so the
-choice can be changed on a trained or converted model.
+:data:`AUTO_IMPL`, a table per backend (``jax.default_backend()``) of the XLA formulation in
+training and in inference: on CPU ``"space_to_depth"`` in training and ``"xla"`` in inference
+(measured, ``docs/speed_cpu.md``); on GPU and TPU ``"xla"`` in both until measured there
+(``benchmarks/accelerator_check.sh`` times the formulations on the device and prints the entry it
+would write, :mod:`pclr_jax.benchmarking.conv_choice`). Every implementation has the same
+parameters, so the choice can be changed on a trained or converted model.
 
 Precision: a ``lax.Precision`` name; ``"default"`` asks for none (``precision=None``), i.e.
 JAX's default for float32 inputs: the backend's choice (full float32 on CPU, TF32 on recent
