@@ -7,8 +7,9 @@ samples, and the block's circular cross-correlation of length ``l`` is its linea
 correlation is a product per bin, so the channel mixing becomes ``f`` complex matrix products
 per block instead of ``k`` real ones per sample: ``4 f / m`` real multiply-adds per output sample
 and channel pair (2.7 for ``k = 16``, ``l = 64``) against ``k`` = 16. The transforms in and out
-are matrix products with the DFT matrices (``l x 2f`` and ``2f x m``), per channel; they cost
-``O(l)`` per sample and channel, small beside the mixing where channels are many.
+are matrix products with the DFT matrices (``l x 2f`` and ``2f x m``), per channel: 39 % of the
+multiply-adds for the encoder's 64 -> 128 layer, 20 % for its 196 -> 256 one; all included, its
+16-tap layers take 3.6-4.8x fewer multiply-adds than the direct convolution.
 
 Every step is a matrix product or a reshape, so ``jax.grad`` differentiates it as it is (the
 input and kernel gradients are the same algorithm transposed), in float32. Values equal
