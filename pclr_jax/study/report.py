@@ -24,6 +24,7 @@ kept) gets ``summary.csv`` and ``summary.md`` from its ``results.csv``: seed-onl
 
 from __future__ import annotations
 
+import collections
 import datetime
 import json
 import math
@@ -267,15 +268,12 @@ def formulation_lines(results: list[dict]) -> list[str]:
     """The report's line on the formulations the cells ran (``machine.formulations``, recorded
     since ``conv_impl="auto"`` could resolve differently per CPU class): one line naming them, or
     the count of cells per combination when they differ, or none when no cell recorded them."""
-    counts: dict[str, int] = {}
-    for result in results:
-        recorded = result.get("machine", {}).get("formulations")
-        name = (
-            "not recorded"
-            if recorded is None
-            else ", ".join(f"{key} {value}" for key, value in sorted(recorded.items()))
-        )
-        counts[name] = counts.get(name, 0) + 1
+    counts = collections.Counter(
+        "not recorded"
+        if (recorded := result.get("machine", {}).get("formulations")) is None
+        else ", ".join(f"{key} {value}" for key, value in sorted(recorded.items()))
+        for result in results
+    )
     if set(counts) <= {"not recorded"}:
         return []
     if len(counts) == 1:
