@@ -191,15 +191,18 @@ def test_conv_choice_picks_the_faster_formulation_on_given_timings():
         ]
 
     timings = (
-        rows("training", "bf16", xla=2.0, space_to_depth=1.6, space_to_depth_grad=1.8)
-        + rows("training", "fp32", xla=4.0, space_to_depth=4.2, space_to_depth_grad=3.8)
-        + rows("inference", "bf16", xla=1.0, space_to_depth=1.2)
-        + rows("inference", "fp32", xla=2.0, space_to_depth=2.1)
+        rows("training", "bf16", xla=2.0, space_to_depth=1.6, space_to_depth_grad=1.8, dft=2.2)
+        + rows("training", "fp32", xla=4.0, space_to_depth=4.2, space_to_depth_grad=3.9, dft=3.6)
+        + rows("inference", "bf16", xla=1.0, space_to_depth=1.2, dft=0.9)
+        + rows("inference", "fp32", xla=2.0, space_to_depth=2.1, dft=1.9)
     )
     entry = suggest_entry(timings)
-    # training, relative to xla: space_to_depth (0.8 + 1.05) / 2 = 0.925, _grad (0.9 + 0.95) / 2
+    # training, relative to xla: space_to_depth (0.8 + 1.05) / 2 = 0.925, _grad (0.9 + 0.975) / 2
+    # = 0.9375, dft (1.1 + 0.9) / 2 = 1.0; inference: dft (0.9 + 0.95) / 2 = 0.925
     assert entry["relative"]["training"]["space_to_depth"] == pytest.approx(0.925)
-    assert (entry["training"], entry["inference"]) == ("space_to_depth", "xla")
+    assert entry["relative"]["training"]["dft"] == pytest.approx(1.0)
+    assert entry["relative"]["inference"]["dft"] == pytest.approx(0.925)
+    assert (entry["training"], entry["inference"]) == ("space_to_depth", "dft")
     assert suggest_entry([])["training"] == "xla"  # nothing measured: the plain formulation
 
 
@@ -313,9 +316,11 @@ def test_accelerator_check_runs_end_to_end_at_tiny_sizes(tmp_path):
         if name != "torch_peer":
             assert stage["compiles"] >= 1 and stage["seconds"] > 0, name
     conv = summary["conv_formulations"]
-    assert len(conv["timings"]) == 10 and conv["table"] == ["space_to_depth", "xla"]
+    # 4 formulations in training and 3 in inference (conv_choice.CANDIDATES), per dtype
+    assert len(conv["timings"]) == 14 and conv["table"] == ["space_to_depth", "xla"]
     assert conv["choice"]["dtypes"] == ["bf16", "fp32"]
-    assert conv["choice"]["training"] in ("xla", "space_to_depth", "space_to_depth_grad")
+    assert conv["choice"]["training"] in ("xla", "space_to_depth", "space_to_depth_grad", "dft")
+    assert conv["choice"]["inference"] in ("xla", "space_to_depth", "dft")
     assert conv["line"] in done.stdout
     text = (tmp_path / "accelerator_check.md").read_text()
     assert "Device: " in text and "| train | bf16 | 8 |" in text and "complete" in text

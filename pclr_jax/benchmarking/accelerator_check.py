@@ -93,8 +93,8 @@ STAGES = (
     Stage("train_bf16", 100, ("train", "--dtype=bf16")),
     Stage("train_fp32", 100, ("train", "--dtype=fp32")),
     Stage("embed", 35, ("embed", "--dtype=bf16", "--dtype=fp32")),
-    Stage("conv_formulations_bf16", 70, ("conv_formulations", "--dtype=bf16"), optional=True),
-    Stage("conv_formulations_fp32", 70, ("conv_formulations", "--dtype=fp32"), optional=True),
+    Stage("conv_formulations_bf16", 90, ("conv_formulations", "--dtype=bf16"), optional=True),
+    Stage("conv_formulations_fp32", 90, ("conv_formulations", "--dtype=fp32"), optional=True),
     Stage("torch_peer", 120, None, optional=True),
 )
 

@@ -5,9 +5,10 @@ one used in inference. On CPU it was measured (``docs/speed_cpu.md``); on GPU an
 plain ``lax`` convolution until measured there. :func:`time_formulations` measures it on JAX's
 default device: the PCLR model (with its head) in training mode, forward and backward with
 respect to its parameters (``jit(grad)``: the stride-4 kernel-16 convolutions' input gradient is
-where the formulations differ), for each of ``xla``, ``space_to_depth`` and
-``space_to_depth_grad``; and the encoder's forward pass in inference mode (the ``embed`` output)
-for ``xla`` and ``space_to_depth`` (``space_to_depth_grad``'s forward is ``xla``'s). Every
+where the formulations differ), for each of ``xla``, ``space_to_depth``, ``space_to_depth_grad``
+and ``dft`` (the blocked-DFT stride-1 convolutions, :mod:`pclr_jax.model.dft_conv`); and the
+encoder's forward pass in inference mode (the ``embed`` output) for ``xla``, ``space_to_depth``
+and ``dft`` (``space_to_depth_grad``'s forward is ``xla``'s). Every
 program is compiled first, then they are timed interleaved (A, B, C, A, B, C, ...) over
 ``rounds`` rounds on one batch generated on the device, and the median is kept.
 
@@ -26,8 +27,8 @@ from pclr_jax.model.encoder import EncoderConfig
 
 REFERENCE = "xla"
 CANDIDATES = {
-    "training": ("xla", "space_to_depth", "space_to_depth_grad"),
-    "inference": ("xla", "space_to_depth"),
+    "training": ("xla", "space_to_depth", "space_to_depth_grad", "dft"),
+    "inference": ("xla", "space_to_depth", "dft"),
 }
 
 
