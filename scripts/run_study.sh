@@ -8,7 +8,8 @@
 #
 #   nohup scripts/run_study.sh configs/studies/loss_variants_full.py > runs/loss_variants_full.log 2>&1 &
 #
-# For each (arm, seed) cell, seed-major (every arm at seed 0, then seed 1, ...), it runs
+# For each (arm, seed) cell, seed-major (every arm at seed 0, then its untrained baseline cell
+# random_init, then seed 1, ...), it runs
 # `pclr study run --arm A --seed S --no-report` in WORKDIR, then copies study.json and every
 # cell's config.json, result.json, failed.json and items.npz to PUBLISH (the study folder to
 # publish) and commits them there. Finished cells are skipped; an interrupted cell resumes from
@@ -74,10 +75,11 @@ fi
 mapfile -t CELLS < <("$PYTHON" - "$CONFIG" "${SETS[@]}" <<'EOF'
 import sys
 
+from pclr_jax.study.cell import BASELINE_ARM
 from pclr_jax.study.spec import load_study
 
 spec = load_study(sys.argv[1], [s.removeprefix("--set=") for s in sys.argv[2:]])
-for arm, seed in spec.cells():
+for arm, seed in spec.run_order(BASELINE_ARM):
     print(arm, seed)
 EOF
 )

@@ -80,6 +80,12 @@ def test_degenerate_intervals():
 def test_study_spec_validates_and_refuses_another_study(tmp_path):
     spec = load_study(SMOKE)
     assert spec.cells() == [("ntxent", 0), ("warm", 0), ("ntxent", 1), ("warm", 1)]
+    assert spec.run_order("base") == [
+        ("ntxent", 0), ("warm", 0), ("base", 0), ("ntxent", 1), ("warm", 1), ("base", 1),
+    ]  # fmt: skip
+    # The baseline cell's config: the base one (no arm's overrides) at the seed.
+    assert spec.cell_config(None, 1).to_dict() == {**spec.base.to_dict(), **{
+        "seed": 1, "eval": spec.cell_config("ntxent", 1).eval.to_dict()}}  # fmt: skip
     assert spec.cell_config("warm", 1).loss.hparams.temperature == 0.5
     assert spec.cell_config("warm", 1).seed == 1
     with pytest.raises(KeyError, match="no field 'total_stepz'"):
@@ -95,6 +101,41 @@ def test_study_spec_validates_and_refuses_another_study(tmp_path):
     # More seeds extend the same study.
     runner.record_study(load_study(SMOKE, ["seeds=(2,)"]), tmp_path, {})
     assert json.loads((tmp_path / runner.STUDY_FILE).read_text())["study"]["seeds"] == [0, 1, 2]
+
+
+def test_baseline_cell_weights_are_those_training_starts_from():
+    """``random_init``'s encoder is ``init_variables`` at the first of the run's two keys: the
+    very weights ``create_train_state`` gives the run at that seed."""
+    import jax
+    import optax
+
+    from pclr_jax.losses import get_loss
+    from pclr_jax.model.encoder import EncoderConfig, init_variables
+    from pclr_jax.runtime.distributed import make_mesh
+    from pclr_jax.step.train_state import create_train_state, weight_and_dropout_keys
+
+    config = EncoderConfig(
+        n_samples=64,
+        n_leads=2,
+        stem_filters=4,
+        unit_samples=(16, 4),
+        unit_filters=(4, 8),
+        kernel_size=5,
+        head_sizes=(8, 8),
+    )
+    key = jax.random.key(7)
+    state = create_train_state(config, get_loss("ntxent"), optax.sgd(0.1), key, make_mesh())
+    variables = init_variables(config, weight_and_dropout_keys(key)[0])
+    trained_from = {"params": state.params["model"], "batch_stats": state.batch_stats}
+    jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(trained_from), variables)
+    other_seed = init_variables(config, weight_and_dropout_keys(jax.random.key(8))[0])
+    kernels = [
+        leaf
+        for tree in (other_seed, variables)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree["params"])
+        if "kernel" in jax.tree_util.keystr(path)
+    ]
+    assert not np.array_equal(kernels[0], kernels[len(kernels) // 2])  # another seed differs
 
 
 def test_primary_family_is_validated_and_fixed_before_the_first_cell(tmp_path):
@@ -468,4 +509,13 @@ def test_study_killed_resumed_and_run_cell_by_cell(tmp_path, data_dir):
     )
     # The killed-and-resumed cell trained exactly like the uninterrupted one.
     np.testing.assert_allclose(a["value"], b["value"], rtol=1e-6, atol=1e-9)
-    assert len(a) == 4 * a["metric"].nunique() and a["metric"].str.startswith("retrieval").any()
+    # 2 arms and the untrained baseline, at 2 seeds
+    assert len(a) == 6 * a["metric"].nunique() and a["metric"].str.startswith("retrieval").any()
+    baseline = cell.read_result(cell.cell_directory(sequential, cell.BASELINE_ARM, 1))
+    assert baseline["budget"]["steps"] == 0 and baseline["train_wall_s"] == 0
+    summary = pd.read_csv(sequential / "summary.csv")
+    assert set(summary.loc[summary["arm"] == cell.BASELINE_ARM, "kind"]) == {"arm"}
+    report = (sequential / "report.md").read_text()
+    assert "| metric | ntxent | warm | random_init |" in report
+    assert "untrained baseline (`random_init`) at 2 of 2 seeds" in report
+    assert "For scale, the untrained encoder" in (sequential / "summary.md").read_text()

@@ -55,7 +55,12 @@ def add_parser(subparsers) -> None:
         metavar="FIELD=VALUE",
         help="override a study field (Python literal), e.g. base.total_steps=180; repeatable",
     )
-    run.add_argument("--arm", action="append", default=[], help="run only this arm; repeatable")
+    run.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        help="run only this arm; repeatable; 'random_init' is each seed's untrained baseline",
+    )
     run.add_argument(
         "--seed", action="append", default=[], type=int, help="run only this seed; repeatable"
     )

@@ -46,6 +46,14 @@ def _raw_key(rng: jax.Array) -> jax.Array:
     return rng
 
 
+def weight_and_dropout_keys(rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The two keys a run seeded by ``rng`` (typed or raw) derives: the first initialises the
+    weights (``PCLRModel.init``), the second seeds the dropout stream. A run's initial encoder
+    is therefore ``init_variables(model_config, weight_and_dropout_keys(rng)[0])``."""
+    keys = jax.random.split(jax.random.wrap_key_data(_raw_key(rng)))
+    return keys[0], keys[1]
+
+
 def create_train_state(
     model_config: EncoderConfig,
     loss: ContrastiveLoss,
@@ -69,7 +77,7 @@ def create_train_state(
     dummy = jnp.zeros((1, model_config.n_samples, model_config.n_leads), jnp.float32)
 
     def init(raw_key: jax.Array) -> TrainState:
-        init_key, dropout_key = jax.random.split(jax.random.wrap_key_data(raw_key))
+        init_key, dropout_key = weight_and_dropout_keys(raw_key)
         variables = model.init(init_key, dummy, train=False)
         params = {"model": variables["params"], "loss": loss.init_params()}
         return TrainState(

@@ -14,6 +14,13 @@ A cell lives in ``<study>/cells/<arm>/seed_<seed>/``:
 
 An interrupted cell resumes from its training checkpoint (exactly, on the next batch).
 
+Beside the arms, each seed has a baseline cell, ``cells/random_init/seed_<seed>/``
+(:data:`BASELINE_ARM`): the base config's encoder with the weights every run at that seed starts
+from (the same key as training's initialisation), evaluated the same way without training. Its
+``result.json`` has the same fields, with ``steps`` 0 and ``train_wall_s`` 0; it writes
+``encoder/`` (no ``train/``). The report shows it beside the arms, for scale, and compares no arm
+with it.
+
 The evaluation embeds ``evaluation.fit_split`` and ``evaluation.test_split`` with the trained
 encoder, measures patient retrieval top-1/top-5 among the test ECGs, and fits linear probes on
 ``label_sizes`` training ECGs of the fit split (``repeats`` random draws below "all", seeded by
@@ -34,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+BASELINE_ARM = "random_init"
 RESULT = "result.json"
 FAILED = "failed.json"
 CONFIG = "config.json"
@@ -76,10 +84,6 @@ def run_cell(spec, arm: str, seed: int, study_dir: str | os.PathLike) -> dict:
     Returns ``{"stopped_by": SIGNAL}`` if training was stopped by SIGTERM/SIGINT (checkpoint
     saved, no result written). Exceptions propagate (the caller records them).
     """
-    import jax
-
-    from pclr_jax.benchmarking.report import machine_facts
-    from pclr_jax.study.items import write_items
     from pclr_jax.training.loop import train_and_evaluate
 
     directory = cell_directory(study_dir, arm, seed)
@@ -93,13 +97,75 @@ def run_cell(spec, arm: str, seed: int, study_dir: str | os.PathLike) -> dict:
     if "stopped_by" in summary:
         return summary
     train_seconds = time.perf_counter() - start
+    return _evaluate_and_record(
+        directory,
+        train_dir / "encoder",
+        config,
+        spec.evaluation,
+        arm,
+        seed,
+        steps=int(summary["step"]),
+        train_seconds=train_seconds,
+        resumed_from=resumed_from,
+    )
+
+
+def run_baseline_cell(spec, seed: int, study_dir: str | os.PathLike) -> dict:
+    """Evaluates the untrained encoder of ``seed`` (module docstring) into
+    ``cells/random_init/seed_<seed>/``; returns its result (also ``result.json``)."""
+    import jax
+
+    from pclr_jax.model.encoder import EncoderConfig, init_variables
+    from pclr_jax.step.train_state import weight_and_dropout_keys
+    from pclr_jax.training.data_setup import ensure_prepared
+    from pclr_jax.weights.encoder_checkpoint import save_encoder
+
+    directory = cell_directory(study_dir, BASELINE_ARM, seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = spec.cell_config(None, seed)
+    config.total_steps = 0
+    write_json_atomically(directory / CONFIG, json.loads(config.to_json_best_effort()))
+    model_config = EncoderConfig.from_dict(config.model.to_dict())
+    ensure_prepared(config.data, model_config.n_samples)
+    weights_key, _ = weight_and_dropout_keys(jax.random.key(int(config.seed)))
+    variables = jax.device_get(init_variables(model_config, weights_key))
+    save_encoder(directory / "encoder", model_config, variables, {"step": 0}, overwrite=True)
+    return _evaluate_and_record(
+        directory,
+        directory / "encoder",
+        config,
+        spec.evaluation,
+        BASELINE_ARM,
+        seed,
+        steps=0,
+        train_seconds=0.0,
+        resumed_from=0,
+    )
+
+
+def _evaluate_and_record(
+    directory: pathlib.Path,
+    encoder_dir: pathlib.Path,
+    config,
+    evaluation: Mapping[str, Any],
+    arm: str,
+    seed: int,
+    *,
+    steps: int,
+    train_seconds: float,
+    resumed_from: int,
+) -> dict:
+    """Evaluates the encoder in ``encoder_dir``, writes the cell's ``items.npz`` and then its
+    ``result.json`` (last, atomically), and returns the result."""
+    import jax
+
+    from pclr_jax.benchmarking.report import machine_facts
+    from pclr_jax.study.items import write_items
+
     start = time.perf_counter()
     items: dict = {}
-    metrics, skipped = evaluate_encoder(
-        train_dir / "encoder", config, spec.evaluation, seed, items=items
-    )
+    metrics, skipped = evaluate_encoder(encoder_dir, config, evaluation, seed, items=items)
     write_items(directory, items.pop("patient_id"), items)
-    steps = int(summary["step"])
     result = {
         "arm": arm,
         "seed": seed,

@@ -140,12 +140,15 @@ def summarize(
     n_bootstrap: int = N_BOOTSTRAP,
     seed: int = 0,
     primary_metrics: Sequence[str] = (),
+    baselines: Sequence[str] = (),
 ) -> pd.DataFrame:
     """``summary.csv``'s rows (see the module docstring).
 
     ``items``: ``{(arm, seed): CellItems}`` of the cells that kept them; with none, every
     interval is over the seeds only. ``primary_metrics``: the study's pre-registered primary
     family; with none, every comparison is one family (and there is no ``family`` column).
+    ``baselines``: cells shown for scale (``cell.BASELINE_ARM``): an ``arm`` row each, no
+    difference, no comparison.
     """
     items = items or {}
     excluded = identical_arms(results_frame, arms, reference)
@@ -157,12 +160,14 @@ def summarize(
         }
         deviations = _test_deviations(metric, items, n_bootstrap, seed)
         reference_values = by_arm.get(reference, {})
-        for arm in arms:
+        for arm in [*arms, *baselines]:
             seeds = by_arm.get(arm, {})
+            if arm in baselines and not seeds:
+                continue
             arm_deviations = {s: deviations[(arm, s)] for s in seeds if (arm, s) in deviations}
             interval, seed_only = _interval(seeds, arm_deviations, sorted(seeds))
             rows.append(dict(kind="arm", arm=arm, metric=metric, **_fields(interval, seed_only)))
-            if arm == reference or not seeds or not reference_values:
+            if arm == reference or arm in baselines or not seeds or not reference_values:
                 continue
             matched = sorted(
                 s
@@ -524,12 +529,15 @@ def write_report(
     if reference not in arms:
         raise ValueError(f"reference arm {reference!r} is not an arm: {arms}")
     results, failures = load_cells(study_dir)
+    baseline_results = [r for r in results if r["arm"] == cell.BASELINE_ARM]
+    results = [r for r in results if r["arm"] != cell.BASELINE_ARM]
+    baselines = [cell.BASELINE_ARM] if baseline_results else []
     metrics = metric_order({m for r in results for m in r["metrics"]}, study["evaluation"])
-    frame = _results_frame(results, arms, metrics)
+    frame = _results_frame(results + baseline_results, arms + baselines, metrics)
     frame.to_csv(out / "results.csv", index=False)
     items = {
         (r["arm"], r["seed"]): found
-        for r in results
+        for r in results + baseline_results
         if (found := read_items(cell.cell_directory(study_dir, r["arm"], r["seed"]))) is not None
     }
     summary = (
@@ -541,6 +549,7 @@ def write_report(
             correction=correction,
             n_bootstrap=n_bootstrap,
             primary_metrics=primary,
+            baselines=baselines,
         )
         if len(frame)
         else pd.DataFrame()
@@ -553,8 +562,10 @@ def write_report(
     done = {(r["arm"], r["seed"]) for r in results}
     failed = {(f["arm"], f["seed"]) for f in failures}
     missing = [(a, s) for s in study["seeds"] for a in arms if (a, s) not in done | failed]
+    baseline_seeds = sorted(r["seed"] for r in baseline_results)
+    missing += [(cell.BASELINE_ARM, s) for s in study["seeds"] if s not in baseline_seeds]
     evaluation = study["evaluation"]
-    wall = sum(r["train_wall_s"] + r["eval_wall_s"] for r in results)
+    wall = sum(r["train_wall_s"] + r["eval_wall_s"] for r in results + baseline_results)
     machine = results[0]["machine"] if results else {}
     command = f"pclr study run --config {source['config']} --workdir DIR" + "".join(
         f" --set {_shell_quote(s)}" for s in source.get("set", [])
@@ -568,8 +579,11 @@ def write_report(
         "`pclr study report`; reference arm: "
         f"`{reference}`; seeds: {', '.join(map(str, study['seeds']))}.",
         f"- Command: `{command}`.",
-        f"- Cells: {len(done)} finished, {len(failed)} failed, {len(missing)} not run "
-        f"(of {len(arms) * len(study['seeds'])}); {wall / 60:.1f} min of cell wall time in all.",
+        f"- Cells: {len(done)} finished, {len(failed)} failed, "
+        f"{sum(a != cell.BASELINE_ARM for a, _ in missing)} not run "
+        f"(of {len(arms) * len(study['seeds'])}); untrained baseline (`{cell.BASELINE_ARM}`) "
+        f"at {len(baseline_seeds)} of {len(study['seeds'])} seeds; {wall / 60:.1f} min of cell "
+        "wall time in all.",
     ]
     if machine:
         lines.append(
@@ -605,7 +619,21 @@ def write_report(
         "",
         f"## Metrics per arm: mean over seeds [95% interval over {over}]",
         "",
-        *(_table(summary, "arm", arms, metrics) if len(summary) else ["No finished cell."]),
+        *(
+            [
+                f"`{cell.BASELINE_ARM}`: the untrained encoder, the weights every arm starts "
+                "from at each seed, evaluated the same way (for scale; no arm is compared with "
+                "it).",
+                "",
+            ]
+            if baselines
+            else []
+        ),
+        *(
+            _table(summary, "arm", arms + baselines, metrics)
+            if len(summary)
+            else ["No finished cell."]
+        ),
         "",
         f"## Difference to `{reference}` over matched seeds: mean [95% interval over {over}]",
         "",
@@ -641,7 +669,9 @@ def write_report(
         "",
         "Each cell trains the base config with the arm's overrides at one seed and evaluates "
         "the trained encoder; seed s gives every arm the same initialisation, batch order and "
-        "probe label draws. Against the reference, the per-seed differences are paired by seed. "
+        "probe label draws. Each seed's baseline cell evaluates, untrained, the weights the arms "
+        f"start from (`{cell.BASELINE_ARM}`, for scale). Against the reference, the per-seed "
+        "differences are paired by seed. "
         "Where the cells kept their per-test-item results (`items.npz`), the interval covers "
         "both sources of noise: the paired t interval of the per-seed differences, widened by "
         "the noise every seed shares, that of the test patients (estimated by resampling the "
@@ -666,12 +696,13 @@ def write_report(
         "Files: `results.csv` (every cell's metrics), `summary.csv` (the tables above, with the "
         "seed-only intervals and adjusted p-values), `summary.md` (the plain words, generated), "
         "`figures/metrics.png`, `figures/differences.png`; per cell "
-        "`cells/<arm>/seed_<seed>/config.json` (its resolved config), `result.json` (its "
+        "`cells/<arm>/seed_<seed>/config.json` (its resolved config; "
+        f"`cells/{cell.BASELINE_ARM}/...` for the baseline), `result.json` (its "
         "metrics, budget, machine) and `items.npz` (its per-test-item results).",
         "",
     ]
     if len(summary):
-        plot_figures(frame, summary, arms, metrics, reference, out / "figures")
+        plot_figures(frame, summary, arms + baselines, metrics, reference, out / "figures")
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -76,18 +76,20 @@ def run_study(
     retry_failed: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, int]:
-    """Runs the selected cells (default: all) that are not finished; returns counts
+    """Runs the selected cells (default: all, each seed's baseline cell ``random_init`` after
+    its arms; ``arms`` may name it) that are not finished; returns counts
     ``{"finished", "skipped", "failed", "stopped"}`` for this call."""
     study_dir = pathlib.Path(study_dir)
     for name in arms or ():
-        spec.arm(name)  # raises for an unknown arm
+        if name != cell.BASELINE_ARM:
+            spec.arm(name)  # raises for an unknown arm
     for seed in seeds or ():
         if seed not in spec.seeds:
             raise ValueError(f"seed {seed} is not one of the study's seeds {list(spec.seeds)}")
     counts = {"finished": 0, "skipped": 0, "failed": 0, "stopped": 0}
     selected = [
         (arm, seed)
-        for arm, seed in spec.cells()
+        for arm, seed in spec.run_order(cell.BASELINE_ARM)
         if (not arms or arm in arms) and (not seeds or seed in seeds)
     ]
     for number, (arm, seed) in enumerate(selected, 1):
@@ -103,7 +105,10 @@ def run_study(
             continue
         log(f"{where}: running in {directory}")
         try:
-            result = cell.run_cell(spec, arm, seed, study_dir)
+            if arm == cell.BASELINE_ARM:
+                result = cell.run_baseline_cell(spec, seed, study_dir)
+            else:
+                result = cell.run_cell(spec, arm, seed, study_dir)
         except Exception as error:  # recorded, and the study goes on with the other cells
             cell.record_failure(study_dir, arm, seed, error)
             log(f"{where}: FAILED: {type(error).__name__}: {error}")

@@ -79,11 +79,22 @@ class StudySpec:
         """Every ``(arm, seed)``, seed-major: a study stopped early has every arm at equal seeds."""
         return [(arm.name, seed) for seed in self.seeds for arm in self.arms]
 
-    def cell_config(self, arm_name: str, seed: int) -> ml_collections.ConfigDict:
-        """The base training config with the arm's overrides and ``seed``."""
+    def run_order(self, baseline: str) -> list[tuple[str, int]]:
+        """:meth:`cells`, with ``(baseline, seed)`` after each seed's arms: the order in which
+        ``pclr study run`` runs them (the baseline cell: ``pclr_jax.study.cell``)."""
+        return [
+            cell
+            for seed in self.seeds
+            for cell in [*((arm.name, seed) for arm in self.arms), (baseline, seed)]
+        ]
+
+    def cell_config(self, arm_name: str | None, seed: int) -> ml_collections.ConfigDict:
+        """The base training config with the arm's overrides (none for ``arm_name=None``: the
+        baseline cell's untrained encoder) and ``seed``."""
         config = copy.deepcopy(self.base)
         config.unlock()
-        for path, value in self.arm(arm_name).overrides.items():
+        overrides = self.arm(arm_name).overrides if arm_name is not None else {}
+        for path, value in overrides.items():
             set_field(config, path, value)
         config.seed = int(seed)
         # The study evaluates each cell itself (probes at several label-set sizes): the loop's
