@@ -437,3 +437,24 @@ def test_plain_words_say_what_survives():
     assert "- **cmsc**: no difference survives the correction. Within noise on 2 of 2" in text
     assert text.endswith("1 of 4 differences survive the correction.")
     assert "cover the seeds and the test set" in text
+    assert "untrained" not in text  # no baseline rows, no sentence about one
+
+    # With the untrained baseline's arm rows: one sentence for scale, from the numbers.
+    arm_rows = pd.DataFrame(
+        [
+            dict(kind="arm", arm=arm, metric=metric, n=5, mean=mean, low=mean - 0.02,
+                 high=mean + 0.02)
+            for arm, metric, mean in [
+                ("ntxent", "retrieval_top1", 0.75), ("ntxent", "sex_auroc@100", 0.85),
+                ("random_init", "retrieval_top1", 0.22), ("random_init", "sex_auroc@100", 0.86),
+            ]
+        ]
+    )  # fmt: skip
+    text = plain_words(pd.concat([arm_rows, summary], ignore_index=True))
+    assert (
+        "For scale, the untrained encoder (`random_init`: the weights every arm starts from, 5 "
+        "seeds, evaluated the same way): retrieval_top1 0.220 [0.200, 0.240] against `ntxent`'s "
+        "0.750 [0.730, 0.770]. Its mean is at or above `ntxent`'s on 1 metric: sex_auroc@100 "
+        "(0.860 vs 0.850)" in text
+    )
+    assert text.endswith("1 of 4 differences survive the correction.")  # comparisons unchanged

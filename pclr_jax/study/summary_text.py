@@ -189,9 +189,24 @@ def _baseline_sentence(summary: pd.DataFrame, reference: str, metrics: list[str]
         )
     if not parts:
         return []
+    means = arms.pivot_table(index="metric", columns="arm", values="mean", sort=False)
+    level = means[means[BASELINE_ARM] >= means[reference]] if reference in means else means[:0]
+    untrained_level = (
+        f" Its mean is at or above `{reference}`'s on {_count(len(level), 'metric')}: "
+        + "; ".join(
+            f"{metric} ({_number(row[BASELINE_ARM], False)} vs {_number(row[reference], False)})"
+            for metric, row in level.iterrows()
+        )
+        + ": on those, this evaluation does not show what pretraining added."
+        if len(level)
+        else ""
+    )
     return [
         f"For scale, the untrained encoder (`{BASELINE_ARM}`: the weights every arm starts from, "
-        f"{int(baseline['n'].max())} seeds, evaluated the same way): " + "; ".join(parts) + "."
+        f"{int(baseline['n'].max())} seeds, evaluated the same way): "
+        + "; ".join(parts)
+        + "."
+        + untrained_level
     ]
 
 
