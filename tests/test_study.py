@@ -273,6 +273,29 @@ def test_report_of_known_cells(tmp_path):
     assert (tmp_path / "figures" / "differences.png").exists()
 
 
+def test_arm_intervals_end_at_the_metrics_range(tmp_path):
+    """An AUROC or a retrieval accuracy cannot exceed 1: an arm's interval that the t quantile
+    carries past it is cut there (its mean and the differences are untouched)."""
+    spec = load_study(SMOKE, ["seeds=(0, 1, 2)"])
+    runner.record_study(spec, tmp_path, {"config": SMOKE, "set": []})
+    top1 = [0.99, 0.999, 0.95]  # mean 0.9797, t interval [0.914, 1.045]
+    for arm, shift in (("ntxent", 0.0), ("warm", -0.01)):
+        for seed in range(3):
+            values = {"retrieval_top1": top1[seed] + shift, "age_r2@all": -3.0 + seed}
+            _write_result(tmp_path, arm, seed, values)
+    write_report(tmp_path)
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index(["kind", "arm", "metric"])
+    row = summary.loc[("arm", "ntxent", "retrieval_top1")]
+    expected = statistics.t_interval(top1)
+    assert expected.high > 1
+    assert (row["low"], row["high"]) == pytest.approx((expected.low, 1.0))
+    assert row["seed_high"] == 1.0 and row["mean"] == pytest.approx(np.mean(top1))
+    r2 = summary.loc[("arm", "ntxent", "age_r2@all")]  # R^2 has no lower bound
+    assert r2["low"] == pytest.approx(statistics.t_interval([-3.0, -2.0, -1.0]).low)
+    difference = summary.loc[("difference", "warm", "retrieval_top1")]
+    assert difference["mean"] == pytest.approx(-0.01)
+
+
 def test_report_names_the_formulations_the_cells_ran():
     """One line when every cell recorded the same formulations, the counts when they differ,
     nothing when no cell recorded them (cells from before they were recorded)."""

@@ -166,7 +166,14 @@ def summarize(
                 continue
             arm_deviations = {s: deviations[(arm, s)] for s in seeds if (arm, s) in deviations}
             interval, seed_only = _interval(seeds, arm_deviations, sorted(seeds))
-            rows.append(dict(kind="arm", arm=arm, metric=metric, **_fields(interval, seed_only)))
+            rows.append(
+                dict(
+                    kind="arm",
+                    arm=arm,
+                    metric=metric,
+                    **_fields(interval, seed_only, metric_range(metric)),
+                )
+            )
             if arm == reference or arm in baselines or not seeds or not reference_values:
                 continue
             matched = sorted(
@@ -223,17 +230,38 @@ def _adjust(
     return summary
 
 
-def _fields(interval: statistics.Interval, seed_only: statistics.Interval) -> dict:
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values a metric can take: ``[0, 1]`` for retrieval accuracies and AUROCs, ``(-inf,
+    1]`` for R^2, unbounded otherwise."""
+    if metric.startswith("retrieval_") or "_auroc@" in metric:
+        return 0.0, 1.0
+    if "_r2@" in metric:
+        return -math.inf, 1.0
+    return -math.inf, math.inf
+
+
+def _fields(
+    interval: statistics.Interval,
+    seed_only: statistics.Interval,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> dict:
+    """A row's interval fields; an arm's intervals are cut to its metric's ``bounds`` (an AUROC
+    interval ends at 1: the metric cannot exceed it, so the cut loses no coverage)."""
+    low, high = bounds
+
+    def clip(value: float) -> float:
+        return min(max(value, low), high) if math.isfinite(value) else value
+
     return dict(
         n=interval.n,
         mean=interval.mean,
-        low=interval.low,
-        high=interval.high,
+        low=clip(interval.low),
+        high=clip(interval.high),
         sd=interval.sd,
         test_sd=interval.test_sd,
         interval=SEEDS if math.isnan(interval.test_sd) else SEEDS_AND_TEST,
-        seed_low=seed_only.low,
-        seed_high=seed_only.high,
+        seed_low=clip(seed_only.low),
+        seed_high=clip(seed_only.high),
     )
 
 
