@@ -500,13 +500,16 @@ def _results_frame(results: list[dict], arms: list[str], metrics: list[str]) -> 
 
 def summarize_results_only(folder, reference: str, correction: str = "holm") -> pathlib.Path:
     """``summary.csv`` and ``summary.md`` of a folder that holds only ``results.csv`` (a study
-    published before the cells were kept): seed-only statistics. Returns ``summary.md``'s path."""
+    published before the cells were kept): seed-only statistics; rows of the arm
+    ``random_init`` are the untrained baseline (shown, not compared). Returns ``summary.md``'s
+    path."""
     folder = pathlib.Path(folder)
     frame = pd.read_csv(folder / "results.csv")
-    arms = list(dict.fromkeys(frame["arm"]))
+    arms = [a for a in dict.fromkeys(frame["arm"]) if a != cell.BASELINE_ARM]
+    baselines = [cell.BASELINE_ARM] if (frame["arm"] == cell.BASELINE_ARM).any() else []
     if reference not in arms:
         raise ValueError(f"reference arm {reference!r} is not in results.csv: {arms}")
-    summary = summarize(frame, arms, reference, correction=correction)
+    summary = summarize(frame, arms, reference, correction=correction, baselines=baselines)
     summary.to_csv(folder / "summary.csv", index=False)
     path = folder / SUMMARY_MD
     path.write_text(summary_markdown(pd.read_csv(folder / "summary.csv"), folder.name))
