@@ -113,23 +113,14 @@ def run_cell(spec, arm: str, seed: int, study_dir: str | os.PathLike) -> dict:
 def run_baseline_cell(spec, seed: int, study_dir: str | os.PathLike) -> dict:
     """Evaluates the untrained encoder of ``seed`` (module docstring) into
     ``cells/random_init/seed_<seed>/``; returns its result (also ``result.json``)."""
-    import jax
-
-    from pclr_jax.model.encoder import EncoderConfig, init_variables
-    from pclr_jax.step.train_state import weight_and_dropout_keys
-    from pclr_jax.training.data_setup import ensure_prepared
-    from pclr_jax.weights.encoder_checkpoint import save_encoder
+    from pclr_jax.training.initial_encoder import export_initial_encoder
 
     directory = cell_directory(study_dir, BASELINE_ARM, seed)
     directory.mkdir(parents=True, exist_ok=True)
     config = spec.cell_config(None, seed)
     config.total_steps = 0
     write_json_atomically(directory / CONFIG, json.loads(config.to_json_best_effort()))
-    model_config = EncoderConfig.from_dict(config.model.to_dict())
-    ensure_prepared(config.data, model_config.n_samples)
-    weights_key, _ = weight_and_dropout_keys(jax.random.key(int(config.seed)))
-    variables = jax.device_get(init_variables(model_config, weights_key))
-    save_encoder(directory / "encoder", model_config, variables, {"step": 0}, overwrite=True)
+    export_initial_encoder(config, directory / "encoder")
     return _evaluate_and_record(
         directory,
         directory / "encoder",
