@@ -594,7 +594,11 @@ def write_report(
     failed = {(f["arm"], f["seed"]) for f in failures}
     missing = [(a, s) for s in study["seeds"] for a in arms if (a, s) not in done | failed]
     baseline_seeds = sorted(r["seed"] for r in baseline_results)
-    missing += [(cell.BASELINE_ARM, s) for s in study["seeds"] if s not in baseline_seeds]
+    missing += [
+        (cell.BASELINE_ARM, s)
+        for s in study["seeds"]
+        if s not in baseline_seeds and (cell.BASELINE_ARM, s) not in failed
+    ]
     evaluation = study["evaluation"]
     wall = sum(r["train_wall_s"] + r["eval_wall_s"] for r in results + baseline_results)
     machine = results[0]["machine"] if results else {}
